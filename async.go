@@ -1,0 +1,87 @@
+package asyncreply
+
+import (
+	"context"
+	"net/http"
+)
+
+// Async makes every request to h asynchronous: on first arrival the request
+// is recorded and answered 202 Accepted with a monitor URL; when a worker
+// replays it, h runs and its response is stored for the client to collect.
+//
+// Async needs the Middleware's Handler around the application. Without it,
+// requests run h synchronously, as if Async were not there.
+func Async(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if Defer(w, r) {
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Defer makes this one request asynchronous, from inside a handler. It
+// returns true when the request has been answered — 202 Accepted, or an error
+// such as 413 or 503 — and the handler must return without writing anything.
+// It returns false when the handler should go on: during the replay (so the
+// same handler, reached again, does the real work), and when the request
+// did not pass through a Middleware's Handler.
+//
+// Everything the handler did before calling Defer happens again on replay:
+// call Defer before doing real work.
+func Defer(w http.ResponseWriter, r *http.Request) bool {
+	st := stateFrom(r.Context())
+	if st == nil || st.replay != nil {
+		return false
+	}
+	return st.m.submit(w, r, st)
+}
+
+// ReportProgress records how far the operation executing under ctx has got,
+// for pollers and event subscribers. percent is clamped to 0–100. Outside an
+// operation (a synchronous request) it does nothing, so handlers can call it
+// unconditionally.
+func ReportProgress(ctx context.Context, percent int, message string) {
+	st := stateFrom(ctx)
+	if st == nil || st.replay == nil {
+		return
+	}
+	st.m.reportProgress(ctx, st.replay.id, min(max(percent, 0), 100), message)
+}
+
+// OperationID returns the ID of the operation whose replay ctx belongs to.
+// The second result is false outside a replay.
+func OperationID(ctx context.Context) (string, bool) {
+	st := stateFrom(ctx)
+	if st == nil || st.replay == nil {
+		return "", false
+	}
+	return st.replay.id, true
+}
+
+// stateKey is the context key of a request's requestState.
+type stateKey struct{}
+
+// requestState travels in the context of every request that passes through
+// a Middleware's Handler, on first arrival and on replay.
+type requestState struct {
+	m *Middleware
+
+	// On first arrival:
+	original *http.Request  // as it reached the outer Handler
+	body     *recordingBody // nil when the request has no body
+	writer   *trackingWriter
+	answered bool // Defer has answered the request
+
+	// On replay:
+	replay *replay
+}
+
+type replay struct {
+	id string
+}
+
+func stateFrom(ctx context.Context) *requestState {
+	st, _ := ctx.Value(stateKey{}).(*requestState)
+	return st
+}

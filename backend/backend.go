@@ -1,0 +1,223 @@
+// Package backend defines the seam between asyncreply and the stores that keep
+// and execute operations: the [Backend] interface, the [Operation] record it
+// stores, and the sentinel errors every implementation translates its native
+// errors into.
+//
+// The package is a leaf: it imports nothing from asyncreply, so backends in
+// other modules can implement it without cycles. The conformance suite in
+// package backendtest pins the contract down; a backend is correct when
+// backendtest.Run passes against it.
+//
+// A backend stores opaque bytes. The recorded request and the stored response
+// arrive already encoded (and encrypted, when a key is configured) by the
+// middleware, so a backend never sees credentials in the clear and never needs
+// to understand HTTP.
+package backend
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Status is the state of an operation. The values are those of the Microsoft
+// REST API guidelines for long-running operations.
+type Status string
+
+const (
+	// NotStarted: accepted and persisted, waiting for a worker.
+	NotStarted Status = "NotStarted"
+	// Running: a worker is executing the operation.
+	Running Status = "Running"
+	// Succeeded: the application produced a response, which is stored. The
+	// response's own status code may be anything, 500 included: the operation
+	// succeeded in obtaining the answer a synchronous caller would have had.
+	Succeeded Status = "Succeeded"
+	// Failed: the operation ended without a response (a panic, a timeout, an
+	// unreachable upstream, a response over the size limit, retries used up).
+	Failed Status = "Failed"
+	// Canceled: a client deleted the operation. Canceled operations are kept
+	// only as tombstones so that a late completion cannot resurrect them.
+	Canceled Status = "Canceled"
+)
+
+// Done reports whether s is terminal: no further transition will happen.
+func (s Status) Done() bool {
+	return s == Succeeded || s == Failed || s == Canceled
+}
+
+// Valid reports whether s is one of the five defined statuses.
+func (s Status) Valid() bool {
+	switch s {
+	case NotStarted, Running, Succeeded, Failed, Canceled:
+		return true
+	}
+	return false
+}
+
+// Operation is one asynchronous request: the recorded request, where its
+// execution stands, and, once finished, its outcome.
+type Operation struct {
+	// ID is the operation's unguessable identifier, chosen by the caller of
+	// Create (at least 128 bits from crypto/rand).
+	ID string
+	// Owner identifies who may see the operation, as an opaque digest; empty
+	// means anyone who knows the ID.
+	Owner string
+	// IdempotencyKey is the client's Idempotency-Key, empty when none was
+	// sent. Within one Owner, at most one unexpired operation has a given key.
+	IdempotencyKey string
+	// Fingerprint is a digest of the request, compared when an idempotency key
+	// is reused to tell a retry from a different request.
+	Fingerprint []byte
+
+	Status   Status
+	Progress Progress
+	// Attempt counts the executions started: 0 before the first.
+	Attempt int
+
+	// Request is the encoded recorded request. Backends drop it once the
+	// operation is done: the credentials it holds are kept no longer than
+	// needed.
+	Request []byte
+	// Response is the encoded stored response, set when Status is Succeeded.
+	Response []byte
+	// Failure describes why the operation failed, set when Status is Failed.
+	Failure *Failure
+
+	// Timeout bounds one execution; zero means no limit.
+	Timeout time.Duration
+	// Retention is how long the operation is kept once done.
+	Retention time.Duration
+
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// ExpiresAt is when a done operation may be swept: the time it finished
+	// plus Retention. Zero while the operation is not done.
+	ExpiresAt time.Time
+}
+
+// Expired reports whether op is done and its retention has passed at now.
+// Callers treat an expired operation as gone even before a sweep removes it.
+func (op *Operation) Expired(now time.Time) bool {
+	return !op.ExpiresAt.IsZero() && !now.Before(op.ExpiresAt)
+}
+
+// Progress is what a running operation last reported about itself.
+type Progress struct {
+	// Percent is between 0 and 100.
+	Percent int
+	// Message is a short human-readable description of the current step.
+	Message string
+}
+
+// Failure is why an operation ended without a response: the HTTP status a
+// synchronous caller would have seen and an RFC 9457 title and detail.
+type Failure struct {
+	Status int
+	Title  string
+	Detail string
+}
+
+// Outcome is how an execution ended, as handed to Backend.Complete.
+type Outcome struct {
+	// Status is Succeeded or Failed.
+	Status Status
+	// Response is the encoded response when Status is Succeeded.
+	Response []byte
+	// Failure is set when Status is Failed.
+	Failure *Failure
+	// At is when the execution ended; the operation expires at At plus its
+	// Retention.
+	At time.Time
+}
+
+// ExecuteFunc runs one attempt of an operation. A backend calls it from its
+// workers with a context that it cancels, with cause ErrCanceled, when the
+// operation is canceled, and with cause ErrShutdown when Stop's context ends.
+//
+// It returns nil when the attempt is over, whatever its outcome: the function
+// has completed the operation itself, or found it already done. It returns an
+// error when the attempt was abandoned (a shutdown, a store outage while
+// completing): a durable backend executes the operation again later, and a
+// backend that cannot (memory) fails it.
+type ExecuteFunc func(ctx context.Context, id string) error
+
+// Backend stores operations and executes them. Every method is safe for
+// concurrent use. Every method that can reach a store takes ctx first and
+// returns ErrUnavailable (wrapped) when the store cannot be reached, so that
+// callers answer 503 rather than acknowledge what was not stored.
+type Backend interface {
+	// Create atomically persists op and schedules it for execution. When
+	// op.IdempotencyKey is set and an operation with the same Owner and key
+	// exists that is neither expired (judged at op.CreatedAt) nor canceled,
+	// Create stores nothing and returns that operation with created false. Once Create returns without
+	// error, Get finds the operation, in this process and in every other
+	// process sharing the store.
+	Create(ctx context.Context, op *Operation) (stored *Operation, created bool, err error)
+
+	// Get returns the operation with the given ID, or ErrNotFound. It may
+	// return an expired operation that has not been swept yet; callers check
+	// Operation.Expired.
+	Get(ctx context.Context, id string) (*Operation, error)
+
+	// MarkRunning moves the operation to Running and increments its Attempt,
+	// whether it was NotStarted or Running (a retried attempt), and returns it
+	// with its Request. It returns ErrFinished when the operation is done or
+	// canceled, and ErrNotFound when it does not exist.
+	MarkRunning(ctx context.Context, id string, at time.Time) (*Operation, error)
+
+	// SetProgress records the progress of a running operation. It returns
+	// ErrFinished when the operation is done.
+	SetProgress(ctx context.Context, id string, progress Progress, at time.Time) error
+
+	// Complete stores the outcome of an execution if the operation is not done
+	// yet, and reports whether it did: the first completed attempt wins, and
+	// later ones change nothing. It sets ExpiresAt to outcome.At plus Retention
+	// and drops the recorded request.
+	Complete(ctx context.Context, id string, outcome Outcome) (won bool, err error)
+
+	// Cancel cancels and forgets the operation, whatever its state: it marks
+	// it Canceled, drops its request, response and failure, cancels its
+	// running execution's context with cause ErrCanceled, and never executes
+	// it again. The canceled operation is kept as a tombstone, so that a late
+	// Complete cannot resurrect it, until at plus Retention. Canceling a
+	// canceled operation changes nothing and returns nil. It returns
+	// ErrNotFound when the operation does not exist.
+	Cancel(ctx context.Context, id string, at time.Time) error
+
+	// Sweep deletes operations whose ExpiresAt is not after now and returns
+	// how many it deleted. Operations that are not done are never swept.
+	Sweep(ctx context.Context, now time.Time) (int, error)
+
+	// Watch returns a channel that receives a value after every change to the
+	// operation (running, progress, completion, cancellation), and a function
+	// that stops the watch and must be called. Changes that happen while the
+	// receiver is busy are coalesced into one value, so a watcher re-reads the
+	// operation with Get after each. To miss nothing, watch first, then Get.
+	Watch(ctx context.Context, id string) (changes <-chan struct{}, stop func(), err error)
+
+	// Start begins executing operations, past and future, with execute. It
+	// returns at once; execution goes on in the backend's own goroutines until
+	// Stop. Start may be called once.
+	Start(ctx context.Context, execute ExecuteFunc) error
+
+	// Stop stops taking operations for execution, waits for running
+	// executions to return until ctx ends, then cancels them with cause
+	// ErrShutdown and waits for them to return. It then releases the
+	// backend's resources; no goroutine of the backend outlives it.
+	Stop(ctx context.Context) error
+}
+
+var (
+	// ErrNotFound: no operation has that ID (or it has been swept).
+	ErrNotFound = errors.New("operation not found")
+	// ErrFinished: the operation is already done or canceled.
+	ErrFinished = errors.New("operation already finished")
+	// ErrUnavailable: the store cannot be reached; nothing was changed.
+	ErrUnavailable = errors.New("backend unavailable")
+	// ErrCanceled is the cause of an execution context canceled by Cancel.
+	ErrCanceled = errors.New("operation canceled")
+	// ErrShutdown is the cause of an execution context canceled by Stop.
+	ErrShutdown = errors.New("backend shutting down")
+)

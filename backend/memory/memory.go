@@ -1,0 +1,398 @@
+// Package memory is the in-memory backend: operations live in a map and run
+// on a bounded pool of goroutines in the same process.
+//
+// It is the default of asyncreply.New and the right choice for tests,
+// development and a single process whose operations may be lost: everything
+// it holds is gone when the process exits, and operations still running when
+// it stops are failed with 503 rather than handed to another process. Use a
+// durable backend (SQLite for one machine, PostgreSQL for several) when
+// operations must survive a restart.
+package memory
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/asyncreply/asyncreply/backend"
+)
+
+// DefaultConcurrency is how many operations run at once by default. Replayed
+// handlers are usually waiting on I/O, so this is far more than the number of
+// cores.
+const DefaultConcurrency = 100
+
+// Config configures a memory backend. The zero value is ready to use.
+type Config struct {
+	// Concurrency is the number of operations executed at once; further
+	// operations wait in a queue of unbounded length. Defaults to
+	// DefaultConcurrency.
+	Concurrency int
+}
+
+// Backend is an in-memory backend.Backend. Create it with New.
+type Backend struct {
+	concurrency int
+
+	mu          sync.Mutex
+	work        *sync.Cond // signalled when queue grows or stopping is set
+	ops         map[string]*backend.Operation
+	idempotency map[idempotencyKey]string
+	expiries    expiryHeap
+	watchers    map[string]map[chan struct{}]struct{}
+	queue       []string
+	running     map[string]context.CancelCauseFunc
+	started     bool
+	stopping    bool
+
+	execute   backend.ExecuteFunc
+	runCtx    context.Context // parent of every execution; canceled to force a stop
+	cancelRun context.CancelCauseFunc
+	workers   sync.WaitGroup
+}
+
+type idempotencyKey struct{ owner, key string }
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New returns an empty memory backend. It executes nothing until Start.
+func New(cfg Config) *Backend {
+	b := &Backend{
+		concurrency: cmp.Or(max(cfg.Concurrency, 0), DefaultConcurrency),
+		ops:         make(map[string]*backend.Operation),
+		idempotency: make(map[idempotencyKey]string),
+		watchers:    make(map[string]map[chan struct{}]struct{}),
+		running:     make(map[string]context.CancelCauseFunc),
+	}
+	b.work = sync.NewCond(&b.mu)
+	return b
+}
+
+// Create implements backend.Backend.
+func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.Operation, bool, error) {
+	if op.ID == "" {
+		return nil, false, errors.New("memory: operation has no ID")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, exists := b.ops[op.ID]; exists {
+		return nil, false, fmt.Errorf("memory: operation %q already exists", op.ID)
+	}
+	if op.IdempotencyKey != "" {
+		key := idempotencyKey{op.Owner, op.IdempotencyKey}
+		existing, ok := b.ops[b.idempotency[key]]
+		if ok && !existing.Expired(op.CreatedAt) && existing.Status != backend.Canceled {
+			return clone(existing), false, nil
+		}
+		b.idempotency[key] = op.ID
+	}
+	stored := clone(op)
+	stored.Status = backend.NotStarted
+	stored.Attempt = 0
+	stored.Response, stored.Failure, stored.ExpiresAt = nil, nil, time.Time{}
+	if stored.UpdatedAt.IsZero() {
+		stored.UpdatedAt = stored.CreatedAt
+	}
+	b.ops[op.ID] = stored
+	b.queue = append(b.queue, op.ID)
+	b.work.Signal()
+	return clone(stored), true, nil
+}
+
+// Get implements backend.Backend.
+func (b *Backend) Get(ctx context.Context, id string) (*backend.Operation, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	op, ok := b.ops[id]
+	if !ok {
+		return nil, backend.ErrNotFound
+	}
+	return clone(op), nil
+}
+
+// MarkRunning implements backend.Backend.
+func (b *Backend) MarkRunning(ctx context.Context, id string, at time.Time) (*backend.Operation, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	op, err := b.unfinished(id)
+	if err != nil {
+		return nil, err
+	}
+	op.Status = backend.Running
+	op.Attempt++
+	op.UpdatedAt = at
+	b.notify(id)
+	return clone(op), nil
+}
+
+// SetProgress implements backend.Backend.
+func (b *Backend) SetProgress(ctx context.Context, id string, progress backend.Progress, at time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	op, err := b.unfinished(id)
+	if err != nil {
+		return err
+	}
+	op.Progress = progress
+	op.UpdatedAt = at
+	b.notify(id)
+	return nil
+}
+
+// Complete implements backend.Backend.
+func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outcome) (bool, error) {
+	if outcome.Status != backend.Succeeded && outcome.Status != backend.Failed {
+		return false, fmt.Errorf("memory: cannot complete with status %q", outcome.Status)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	op, err := b.unfinished(id)
+	if errors.Is(err, backend.ErrFinished) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	op.Status = outcome.Status
+	op.Response = outcome.Response
+	op.Failure = outcome.Failure
+	b.finish(op, outcome.At)
+	return true, nil
+}
+
+// Cancel implements backend.Backend.
+func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	op, ok := b.ops[id]
+	if !ok {
+		return backend.ErrNotFound
+	}
+	if op.Status == backend.Canceled {
+		return nil
+	}
+	op.Status = backend.Canceled
+	op.Response, op.Failure = nil, nil
+	b.finish(op, at)
+	if cancel, ok := b.running[id]; ok {
+		cancel(backend.ErrCanceled)
+	}
+	return nil
+}
+
+// Sweep implements backend.Backend.
+func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	swept := 0
+	for len(b.expiries) > 0 && !b.expiries[0].at.After(now) {
+		id := heap.Pop(&b.expiries).(expiry).id
+		op, ok := b.ops[id]
+		if !ok || op.ExpiresAt.After(now) { // a stale entry: the operation was re-finished later
+			continue
+		}
+		delete(b.ops, id)
+		key := idempotencyKey{op.Owner, op.IdempotencyKey}
+		if op.IdempotencyKey != "" && b.idempotency[key] == id {
+			delete(b.idempotency, key)
+		}
+		swept++
+	}
+	return swept, nil
+}
+
+// Watch implements backend.Backend.
+func (b *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
+	ch := make(chan struct{}, 1)
+	b.mu.Lock()
+	set := b.watchers[id]
+	if set == nil {
+		set = make(map[chan struct{}]struct{})
+		b.watchers[id] = set
+	}
+	set[ch] = struct{}{}
+	b.mu.Unlock()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			delete(set, ch)
+			if len(b.watchers[id]) == 0 {
+				delete(b.watchers, id)
+			}
+		})
+	}
+	return ch, stop, nil
+}
+
+// Start implements backend.Backend.
+func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started {
+		return errors.New("memory: backend already started")
+	}
+	if b.stopping {
+		return errors.New("memory: backend stopped")
+	}
+	b.started = true
+	b.execute = execute
+	// Executions must not end with the context of whoever called Start.
+	b.runCtx, b.cancelRun = context.WithCancelCause(context.WithoutCancel(ctx))
+	b.workers.Add(b.concurrency)
+	for range b.concurrency {
+		go b.runWorker()
+	}
+	return nil
+}
+
+// Stop implements backend.Backend. It returns ctx's error when running
+// executions had to be canceled.
+func (b *Backend) Stop(ctx context.Context) error {
+	b.mu.Lock()
+	b.stopping = true
+	started := b.started
+	b.work.Broadcast()
+	b.mu.Unlock()
+	if !started {
+		return nil
+	}
+	drained := make(chan struct{})
+	go func() {
+		b.workers.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+		b.cancelRun(nil)
+		return nil
+	case <-ctx.Done():
+		b.cancelRun(backend.ErrShutdown)
+		<-drained
+		return ctx.Err()
+	}
+}
+
+func (b *Backend) runWorker() {
+	defer b.workers.Done()
+	for {
+		b.mu.Lock()
+		for len(b.queue) == 0 && !b.stopping {
+			b.work.Wait()
+		}
+		if b.stopping {
+			b.mu.Unlock()
+			return
+		}
+		id := b.queue[0]
+		b.queue[0] = ""
+		b.queue = b.queue[1:]
+		if op, ok := b.ops[id]; !ok || op.Status.Done() {
+			b.mu.Unlock()
+			continue
+		}
+		ctx, cancel := context.WithCancelCause(b.runCtx)
+		b.running[id] = cancel
+		b.mu.Unlock()
+
+		err := b.executeSafely(ctx, id)
+
+		b.mu.Lock()
+		delete(b.running, id)
+		cancel(nil)
+		if err != nil {
+			b.abandon(id)
+		}
+		b.mu.Unlock()
+	}
+}
+
+// executeSafely keeps a panicking ExecuteFunc from taking a worker, and the
+// whole process, down with it.
+func (b *Backend) executeSafely(ctx context.Context, id string) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("memory: execute panicked: %v", p)
+		}
+	}()
+	return b.execute(ctx, id)
+}
+
+// abandon fails an operation whose execution gave up: with nothing durable
+// behind it, no other process can take it over. Called with b.mu held.
+func (b *Backend) abandon(id string) {
+	op, err := b.unfinished(id)
+	if err != nil {
+		return
+	}
+	op.Status = backend.Failed
+	op.Failure = &backend.Failure{
+		Status: http.StatusServiceUnavailable,
+		Title:  "Operation abandoned",
+		Detail: "The server stopped executing the operation before it finished; the in-memory backend cannot hand it to another process.",
+	}
+	b.finish(op, time.Now())
+}
+
+// unfinished returns the stored operation if it exists and is not done.
+// Called with b.mu held.
+func (b *Backend) unfinished(id string) (*backend.Operation, error) {
+	op, ok := b.ops[id]
+	if !ok {
+		return nil, backend.ErrNotFound
+	}
+	if op.Status.Done() {
+		return nil, backend.ErrFinished
+	}
+	return op, nil
+}
+
+// finish records that op became done at at. Called with b.mu held.
+func (b *Backend) finish(op *backend.Operation, at time.Time) {
+	op.Request = nil // credentials are kept no longer than needed
+	op.UpdatedAt = at
+	op.ExpiresAt = at.Add(op.Retention)
+	heap.Push(&b.expiries, expiry{at: op.ExpiresAt, id: op.ID})
+	b.notify(op.ID)
+}
+
+// notify wakes every watcher of id without blocking. Called with b.mu held.
+func (b *Backend) notify(id string) {
+	for ch := range b.watchers[id] {
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is already pending; the watcher re-reads anyway
+		}
+	}
+}
+
+func clone(op *backend.Operation) *backend.Operation {
+	c := *op
+	return &c
+}
+
+// expiryHeap orders done operations by expiry so that a sweep touches only
+// what it removes, however many operations are retained.
+type expiryHeap []expiry
+
+type expiry struct {
+	at time.Time
+	id string
+}
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	last := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return last
+}

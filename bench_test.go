@@ -1,0 +1,210 @@
+package asyncreply_test
+
+// Benchmarks, each beside the baseline it is judged against, measured in the
+// same run. Compare the sub-benchmarks' ns/op: ratio = baseline / asyncreply.
+//
+//	go test -run '^$' -bench . -benchtime 2s .
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/backend/memory"
+)
+
+// benchClient keeps enough idle connections for every parallel goroutine,
+// so the benchmark measures the server rather than connection set-up.
+func benchClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+func newBenchMiddleware(b *testing.B, cfg asyncreply.Config, app http.Handler) http.Handler {
+	b.Helper()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ar, err := asyncreply.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ar.Shutdown(context.Background()) })
+	return ar.Handler(app)
+}
+
+// recorded is a response captured once, for a baseline to replay byte for byte.
+type recorded struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func capture(h http.Handler, req *http.Request) recorded {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return recorded{rec.Code, rec.Header().Clone(), rec.Body.Bytes()}
+}
+
+// plain writes the captured response: what a hand-written handler answering
+// with the same bytes costs.
+func (c recorded) plain() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		for k, v := range c.header {
+			h[k] = v
+		}
+		w.WriteHeader(c.status)
+		w.Write(c.body)
+	})
+}
+
+// runHTTP measures h behind a real loopback server, requests in parallel.
+func runHTTP(b *testing.B, h http.Handler, method, path string, wantStatus int) {
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	client := benchClient()
+	defer client.CloseIdleConnections()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(method, srv.URL+path, nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != wantStatus {
+				b.Errorf("status %d, want %d", resp.StatusCode, wantStatus)
+				return
+			}
+		}
+	})
+}
+
+// runDirect measures h called in process, without the network: the
+// middleware's own cost, magnified.
+func runDirect(b *testing.B, h http.Handler, method, path string, wantStatus int) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+			if rec.Code != wantStatus {
+				b.Errorf("status %d, want %d", rec.Code, wantStatus)
+				return
+			}
+		}
+	})
+}
+
+func fastApp() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte("report " + r.PathValue("id")))
+	})))
+	return mux
+}
+
+// benchConfig keeps the number of retained operations steady during long
+// runs, as a server with a short retention would.
+func benchConfig() asyncreply.Config {
+	return asyncreply.Config{Retention: time.Second, SweepInterval: 100 * time.Millisecond}
+}
+
+// BenchmarkAccept: answering 202 for a new operation with the memory backend
+// (workers executing the accepted operations meanwhile), against a plain
+// handler writing the same 202 bytes. Goal: ≥ 0.7× the baseline.
+func BenchmarkAccept(b *testing.B) {
+	for _, transport := range []struct {
+		name string
+		run  func(*testing.B, http.Handler, string, string, int)
+	}{{"http", runHTTP}, {"direct", runDirect}} {
+		b.Run(transport.name+"/baseline=plain", func(b *testing.B) {
+			accepted := capture(newBenchMiddleware(b, benchConfig(), fastApp()), httptest.NewRequest("GET", "/reports/7", nil))
+			transport.run(b, accepted.plain(), "GET", "/reports/7", http.StatusAccepted)
+		})
+		b.Run(transport.name+"/memory", func(b *testing.B) {
+			transport.run(b, newBenchMiddleware(b, benchConfig(), fastApp()), "GET", "/reports/7", http.StatusAccepted)
+		})
+	}
+}
+
+// BenchmarkPoll: polling a finished operation (303 to the response) and
+// fetching its stored response, each against a plain handler writing the
+// same bytes. Goal: ≥ 0.8× the baseline.
+func BenchmarkPoll(b *testing.B) {
+	h := newBenchMiddleware(b, asyncreply.Config{Inline: true}, fastApp())
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/reports/7", nil))
+	monitor := strings.TrimPrefix(rec.Header().Get("Location"), "http://example.com")
+	for _, resource := range []struct {
+		name, path string
+		status     int
+	}{
+		{"status", monitor, http.StatusSeeOther},
+		{"response", monitor + "/response", http.StatusOK},
+	} {
+		for _, transport := range []struct {
+			name string
+			run  func(*testing.B, http.Handler, string, string, int)
+		}{{"http", runHTTP}, {"direct", runDirect}} {
+			b.Run(resource.name+"/"+transport.name+"/baseline=plain", func(b *testing.B) {
+				transport.run(b, capture(h, httptest.NewRequest("GET", resource.path, nil)).plain(), "GET", resource.path, resource.status)
+			})
+			b.Run(resource.name+"/"+transport.name+"/memory", func(b *testing.B) {
+				transport.run(b, h, "GET", resource.path, resource.status)
+			})
+		}
+	}
+}
+
+// BenchmarkRetainedMemory measures the heap held per finished operation
+// kept by the memory backend, at 100,000 operations, beyond the bytes of
+// its stored response body. Goal: under 1 KiB.
+func BenchmarkRetainedMemory(b *testing.B) {
+	const operations = 100_000
+	body := bytes.Repeat([]byte("x"), 64)
+	app := asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(body)
+	}))
+	for range b.N {
+		backend := memory.New(memory.Config{})
+		h := newBenchMiddleware(b, asyncreply.Config{Inline: true, Backend: backend}, app)
+		req := httptest.NewRequest("GET", "/reports/7", nil)
+		req.Header.Set("Authorization", "Bearer a-typical-credential-of-some-length")
+		req.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36")
+		before := heapInUse()
+		for range operations {
+			h.ServeHTTP(httptest.NewRecorder(), req)
+		}
+		after := heapInUse()
+		perOperation := float64(after-before) / operations
+		b.ReportMetric(perOperation, "B/operation")
+		b.ReportMetric(perOperation-float64(len(body)), "B/operation-beyond-body")
+		runtime.KeepAlive(backend)
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}

@@ -1,0 +1,50 @@
+// Package asyncreply turns slow HTTP endpoints into asynchronous ones without
+// rewriting them: a request to a marked endpoint is answered 202 Accepted with
+// a URL to poll, runs in the background, and its response is stored for the
+// client to collect, then expires.
+//
+// # The replay model
+//
+// An operation is the original request, replayed later through the same
+// application. When a request reaches an endpoint wrapped with Async (or a
+// handler calls Defer), the Middleware records the request — method, URL,
+// headers with cookies and Authorization, body — stores it in the Backend and
+// answers 202. A worker then replays the recorded request through the wrapped
+// application: its own middleware runs again, so sessions, authentication and
+// request-scoped values work as in a synchronous request, and the handler's
+// response is recorded and stored.
+//
+// Handlers are written as ordinary synchronous http.Handlers:
+//
+//	ar, err := asyncreply.New(asyncreply.Config{})
+//	mux.Handle("GET /reports/{id}", asyncreply.Async(showReport))
+//	http.ListenAndServe(addr, ar.Handler(mux)) // outermost
+//
+// Whatever a handler does before it is deferred happens again on replay,
+// so deferral must come before real work. Execution is at least once: a
+// durable backend runs an operation again when a worker dies mid-run; the
+// first completed attempt's response is the one stored.
+//
+// # The protocol clients see
+//
+// A submitted request gets 202 Accepted with Location (the monitor URL),
+// Retry-After and a JSON status document — or, for browsers, a waiting page
+// that refreshes itself. Polling the monitor URL answers 202 while the
+// operation runs, 303 See Other to Location+"/response" once it succeeded,
+// and the error a synchronous caller would have seen (500, 504, as
+// application/problem+json) once it failed. A client that follows redirects
+// and polls while it sees 202 ends with exactly the synchronous response.
+//
+// Clients may send Prefer: respond-async, Prefer: wait=N (on submit, answer
+// directly if ready within N seconds; on a poll, long-poll up to N seconds)
+// and Idempotency-Key. DELETE on the monitor URL cancels the operation and
+// forgets it; Location+"/events" streams the status document as
+// Server-Sent Events.
+//
+// # Backends
+//
+// Operations live in a Backend. The default, package backend/memory, keeps
+// them in the process and loses them on restart. The backend package defines
+// the interface for other stores, and backend/backendtest is the conformance
+// suite each of them passes.
+package asyncreply

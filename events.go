@@ -1,0 +1,92 @@
+package asyncreply
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/asyncreply/asyncreply/backend"
+)
+
+// keepAliveInterval is how often an idle event stream sends a comment, so
+// that proxies do not cut it for inactivity.
+const keepAliveInterval = 15 * time.Second
+
+// serveEvents streams the operation's status document as Server-Sent Events:
+// a "status" event now and at every change, ending after the terminal one.
+func (m *Middleware) serveEvents(w http.ResponseWriter, r *http.Request, id string) {
+	op, ok := m.lookup(w, r, id)
+	if !ok {
+		return
+	}
+	// An EventSource reconnects when a stream ends; a 204 is the standard way
+	// to tell it to stop, once it has seen the terminal event.
+	if op.Status.Done() && r.Header.Get("Last-Event-ID") == eventID(op) {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	changes, stop, err := m.cfg.Backend.Watch(r.Context(), id)
+	if err != nil {
+		m.cfg.Logger.Error("asyncreply: watching an operation failed", "operation", id, "error", err)
+		writeUnavailable(w, m.retryAfter)
+		return
+	}
+	defer stop()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // nginx would otherwise hold events back
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	fmt.Fprintf(w, "retry: %d\n\n", m.cfg.RetryAfter.Milliseconds())
+
+	links := m.monitorURLs(r, id)
+	keepAlive := time.NewTicker(keepAliveInterval)
+	defer keepAlive.Stop()
+	lastSent := ""
+	for {
+		// Watch first, then read: no change between the two is missed.
+		ctx, cancel := storeContext(r.Context())
+		latest, err := m.cfg.Backend.Get(ctx, id)
+		cancel()
+		switch {
+		case errors.Is(err, backend.ErrNotFound):
+			return // swept while streaming
+		case err != nil:
+			m.cfg.Logger.Warn("asyncreply: reading an operation for events failed", "operation", id, "error", err)
+		default:
+			op = latest
+			if eid := eventID(op); eid != lastSent {
+				fmt.Fprintf(w, "event: status\nid: %s\ndata: %s\n\n", eid, newStatusDocument(op, links).marshal())
+				if err := rc.Flush(); err != nil {
+					return
+				}
+				lastSent = eid
+			}
+			if op.Status.Done() {
+				return
+			}
+		}
+		select {
+		case <-changes:
+		case <-keepAlive.C:
+			fmt.Fprint(w, ": keep-alive\n\n")
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		case <-m.closed:
+			return
+		}
+	}
+}
+
+// eventID identifies one state of an operation, so a reconnecting client
+// can say which it saw last.
+func eventID(op *backend.Operation) string {
+	return strconv.FormatInt(op.UpdatedAt.UnixNano(), 36) + "-" + string(op.Status) + "-" + strconv.Itoa(op.Progress.Percent)
+}

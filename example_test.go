@@ -1,0 +1,154 @@
+package asyncreply_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+
+	"github.com/asyncreply/asyncreply"
+)
+
+// pollUntilDone follows an operation the way any HTTP client can: poll the
+// Location while the answer is 202, and let the 303 lead to the response.
+// Prefer: wait=N makes each poll a long-poll, so the loop is short.
+func pollUntilDone(location string) string {
+	for {
+		req, _ := http.NewRequest(http.MethodGet, location, nil)
+		req.Header.Set("Prefer", "wait=10")
+		resp, err := http.DefaultClient.Do(req) // follows the 303 to the response
+		if err != nil {
+			log.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Sprintf("%d %s", resp.StatusCode, body)
+		}
+	}
+}
+
+func newExampleServer(cfg asyncreply.Config, app http.Handler) (*httptest.Server, *asyncreply.Middleware) {
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ar, err := asyncreply.New(cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return httptest.NewServer(ar.Handler(app)), ar
+}
+
+// Async marks a whole endpoint asynchronous: every request to it is answered
+// 202 Accepted, and the handler runs later, in a worker, with the same request.
+func ExampleAsync() {
+	mux := http.NewServeMux()
+	mux.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "report %s is ready", r.PathValue("id")) // slow work goes here
+	})))
+	srv, ar := newExampleServer(asyncreply.Config{}, mux)
+	defer ar.Shutdown(context.Background())
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/reports/42")
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode, strings.HasPrefix(resp.Header.Get("Location"), srv.URL+"/operations/"))
+	fmt.Println(pollUntilDone(resp.Header.Get("Location")))
+	// Output:
+	// 202 true
+	// 200 report 42 is ready
+}
+
+// Defer makes one request asynchronous from inside a handler: here only big
+// exports are deferred, small ones are answered at once. Defer returns false
+// on replay, so the same handler then does the work.
+func ExampleDefer() {
+	export := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("rows") == "all" && asyncreply.Defer(w, r) {
+			return // 202 has been sent; the replay runs this handler again
+		}
+		fmt.Fprintf(w, "export of %s rows", r.URL.Query().Get("rows"))
+	})
+	srv, ar := newExampleServer(asyncreply.Config{}, export)
+	defer ar.Shutdown(context.Background())
+	defer srv.Close()
+
+	small, _ := http.Get(srv.URL + "/export?rows=10")
+	body, _ := io.ReadAll(small.Body)
+	small.Body.Close()
+	fmt.Println(small.StatusCode, string(body))
+
+	big, _ := http.Get(srv.URL + "/export?rows=all")
+	big.Body.Close()
+	fmt.Println(big.StatusCode)
+	fmt.Println(pollUntilDone(big.Header.Get("Location")))
+	// Output:
+	// 200 export of 10 rows
+	// 202
+	// 200 export of all rows
+}
+
+// ReportProgress tells pollers how far an operation has got. Outside a
+// replay it does nothing, so handlers call it unconditionally.
+func ExampleReportProgress() {
+	step := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.Handle("POST /imports", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asyncreply.ReportProgress(r.Context(), 40, "parsing rows")
+		<-step // the rest of the import
+		fmt.Fprint(w, "imported")
+	})))
+	srv, ar := newExampleServer(asyncreply.Config{}, mux)
+	defer ar.Shutdown(context.Background())
+	defer srv.Close()
+
+	resp, _ := http.Post(srv.URL+"/imports", "text/csv", strings.NewReader("a,b\n1,2\n"))
+	resp.Body.Close()
+	location := resp.Header.Get("Location")
+
+	// Subscribe to the operation's events and print the progress once shown.
+	events, _ := http.Get(location + "/events")
+	defer events.Body.Close()
+	buf := make([]byte, 4096)
+	for seen := ""; !strings.Contains(seen, `"percent":40`); {
+		n, _ := events.Body.Read(buf)
+		seen += string(buf[:n])
+	}
+	fmt.Println(`progress: 40 "parsing rows"`)
+	close(step)
+	fmt.Println(pollUntilDone(location))
+	// Output:
+	// progress: 40 "parsing rows"
+	// 200 imported
+}
+
+// Inline runs each operation inside the request that submits it, and still
+// answers with the same 202 and monitor URLs: in development and tests, no
+// worker is needed, and clients see no difference but timing.
+func ExampleConfig_inline() {
+	mux := http.NewServeMux()
+	mux.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "report %s", r.PathValue("id"))
+	})))
+	srv, ar := newExampleServer(asyncreply.Config{Inline: true}, mux)
+	defer ar.Shutdown(context.Background())
+	defer srv.Close()
+
+	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, _ := noRedirects.Get(srv.URL + "/reports/7")
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode)
+	poll, _ := noRedirects.Get(resp.Header.Get("Location")) // already finished
+	poll.Body.Close()
+	fmt.Println(poll.StatusCode, strings.HasSuffix(poll.Header.Get("Location"), "/response"))
+	fmt.Println(pollUntilDone(resp.Header.Get("Location")))
+	// Output:
+	// 202
+	// 303 true
+	// 200 report 7
+}

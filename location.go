@@ -1,0 +1,74 @@
+package asyncreply
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// monitorURLs are the absolute URLs of one operation's monitor resources.
+type monitorURLs struct {
+	Self     string `json:"self"`
+	Response string `json:"response,omitempty"`
+	Events   string `json:"events"`
+}
+
+func (m *Middleware) monitorURLs(r *http.Request, id string) monitorURLs {
+	self := m.origin(r) + m.cfg.Prefix + id
+	return monitorURLs{Self: self, Response: self + "/response", Events: self + "/events"}
+}
+
+// origin is the scheme and host clients reach this server at: PublicURL when
+// configured, else the request's own, corrected by X-Forwarded-Proto and
+// X-Forwarded-Host only when the request comes from a trusted proxy.
+func (m *Middleware) origin(r *http.Request) string {
+	if m.cfg.PublicURL != "" {
+		return m.cfg.PublicURL
+	}
+	scheme, host := "http", r.Host
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if m.fromTrustedProxy(r) {
+		if proto := firstForwarded(r.Header.Get("X-Forwarded-Proto")); proto == "http" || proto == "https" {
+			scheme = proto
+		}
+		if fwdHost := firstForwarded(r.Header.Get("X-Forwarded-Host")); fwdHost != "" && validHost(fwdHost) {
+			host = fwdHost
+		}
+	}
+	return scheme + "://" + host
+}
+
+func (m *Middleware) fromTrustedProxy(r *http.Request) bool {
+	if len(m.cfg.TrustedProxies) == 0 {
+		return false
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range m.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// firstForwarded is the first (client-side) element of a forwarded list.
+func firstForwarded(v string) string {
+	first, _, _ := strings.Cut(v, ",")
+	return strings.ToLower(strings.TrimSpace(first))
+}
+
+// validHost rejects forwarded hosts that would break out of the URL.
+func validHost(h string) bool {
+	return !strings.ContainsAny(h, "/\\@?#<>\"' \t")
+}

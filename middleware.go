@@ -1,0 +1,255 @@
+package asyncreply
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asyncreply/asyncreply/backend"
+)
+
+// Middleware makes marked endpoints of an application asynchronous. Create it
+// with New, wrap the whole application with Handler, and call Shutdown when
+// the server stops.
+type Middleware struct {
+	cfg          Config
+	sealer       sealer
+	retrySeconds int    // Config.RetryAfter rounded up to whole seconds
+	retryAfter   string // the same, formatted for the Retry-After header
+
+	app     http.Handler
+	started atomic.Bool
+	closing atomic.Bool
+	closed  chan struct{} // closed by Shutdown: ends long-polls and event streams
+
+	background sync.WaitGroup // the sweeper and the backend's start-up
+	stopOnce   sync.Once
+	stopErr    error
+}
+
+// New validates cfg, fills in its defaults and returns a Middleware. Nothing
+// runs until Handler is called.
+func New(cfg Config) (*Middleware, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s, err := newSealer(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
+	return &Middleware{
+		cfg:          cfg,
+		sealer:       s,
+		retrySeconds: retrySeconds,
+		retryAfter:   strconv.Itoa(retrySeconds),
+		closed:       make(chan struct{}),
+	}, nil
+}
+
+// Handler wraps the whole application. It serves the monitor URLs under
+// Config.Prefix, answers requests that reach Async or Defer with 202, and
+// replays recorded requests through app in the backend's workers, which it
+// starts. Put it outermost: middleware outside it does not run on replay.
+//
+// Handler may be called once per Middleware, since the operations it stores
+// are replayed through the app it was given.
+func (m *Middleware) Handler(app http.Handler) http.Handler {
+	if !m.started.CompareAndSwap(false, true) {
+		panic("asyncreply: Handler called twice on one Middleware; create a Middleware per application")
+	}
+	m.app = app
+	execute := m.execute
+	if m.cfg.Inline {
+		// Inline operations run in the request that submits them; the
+		// backend's workers have nothing left to do.
+		execute = func(context.Context, string) error { return nil }
+	}
+	m.background.Add(2)
+	go m.startBackend(execute)
+	go m.sweep()
+	return http.HandlerFunc(m.serveHTTP)
+}
+
+// startBackend starts the backend's execution, retrying while the store is
+// unreachable: requests are accepted meanwhile and run once it starts.
+func (m *Middleware) startBackend(execute backend.ExecuteFunc) {
+	defer m.background.Done()
+	delay := 100 * time.Millisecond
+	for {
+		err := m.cfg.Backend.Start(context.Background(), execute)
+		if err == nil {
+			return
+		}
+		m.cfg.Logger.Error("asyncreply: starting the backend failed; retrying", "error", err, "retry_in", delay)
+		select {
+		case <-m.closed:
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// sweep deletes expired operations every SweepInterval until Shutdown.
+func (m *Middleware) sweep() {
+	defer m.background.Done()
+	ticker := time.NewTicker(m.cfg.SweepInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-m.closed:
+			return
+		case <-ticker.C:
+			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.SweepInterval)
+			n, err := m.cfg.Backend.Sweep(ctx, m.cfg.now())
+			cancel()
+			if err != nil {
+				m.cfg.Logger.Warn("asyncreply: sweeping expired operations failed", "error", err)
+			} else if n > 0 {
+				m.cfg.Logger.Debug("asyncreply: swept expired operations", "count", n)
+			}
+		}
+	}
+}
+
+// Shutdown stops accepting new operations (they are answered 503), ends
+// long-polls and event streams, lets running operations finish until ctx
+// ends, then cancels them, and stops the backend. No goroutine of the
+// Middleware or its backend outlives it. It returns ctx's error when running
+// operations had to be canceled. Call it after http.Server.Shutdown, so
+// that requests in flight can still submit.
+func (m *Middleware) Shutdown(ctx context.Context) error {
+	m.stopOnce.Do(func() {
+		m.closing.Store(true)
+		close(m.closed)
+		m.background.Wait()
+		m.stopErr = m.cfg.Backend.Stop(ctx)
+	})
+	return m.stopErr
+}
+
+func (m *Middleware) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if rest, ok := strings.CutPrefix(r.URL.Path, m.cfg.Prefix); ok {
+		m.serveMonitor(w, r, rest)
+		return
+	}
+	st := &requestState{m: m, original: r, writer: &trackingWriter{ResponseWriter: w}}
+	inner := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	if r.Body != nil && r.Body != http.NoBody {
+		st.body = &recordingBody{src: r.Body, limit: m.cfg.MaxRequestBytes}
+		inner.Body = st.body
+	}
+	m.app.ServeHTTP(st.writer, inner)
+}
+
+// newID returns an operation ID: 128 bits from crypto/rand, base64url.
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:]) // crypto/rand.Read never fails
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+const idLength = 22 // base64url of 16 bytes, unpadded
+
+func validID(id string) bool {
+	if len(id) != idLength {
+		return false
+	}
+	for i := range len(id) {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// storeTimeout bounds one call to the backend made on a request's behalf:
+// a stuck store becomes a 503, not a hung client.
+const storeTimeout = 10 * time.Second
+
+// storeContext detaches a store call from the client's request: an operation
+// whose 202 was never read must still be stored or not, never half.
+func storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+}
+
+// lookup returns the operation id if the requester may see it, and answers
+// 404 (or 503) itself otherwise. Someone else's operation is a 404 too, so
+// that its existence is not revealed.
+func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, id string) (*backend.Operation, bool) {
+	ctx, cancel := storeContext(r.Context())
+	defer cancel()
+	op, err := m.cfg.Backend.Get(ctx, id)
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		writeNotFound(w)
+		return nil, false
+	case err != nil:
+		m.cfg.Logger.Error("asyncreply: reading an operation failed", "operation", id, "error", err)
+		writeUnavailable(w, m.retryAfter)
+		return nil, false
+	}
+	if !m.visible(r, op) {
+		writeNotFound(w)
+		return nil, false
+	}
+	return op, true
+}
+
+// visible reports whether op exists for the requester: not expired, not
+// canceled, and owned by the same principal.
+func (m *Middleware) visible(r *http.Request, op *backend.Operation) bool {
+	if op.Status == backend.Canceled || op.Expired(m.cfg.now()) {
+		return false
+	}
+	if m.cfg.Owner == nil {
+		return true
+	}
+	owner, err := m.owner(r)
+	return err == nil && owner == op.Owner
+}
+
+// waitDone waits until the operation is done or d has passed, the client
+// has gone, or the Middleware shuts down, and returns its latest state.
+func (m *Middleware) waitDone(ctx context.Context, op *backend.Operation, d time.Duration) (*backend.Operation, error) {
+	if op.Status.Done() || d <= 0 {
+		return op, nil
+	}
+	changes, stop, err := m.cfg.Backend.Watch(ctx, op.ID)
+	if err != nil {
+		return op, err
+	}
+	defer stop()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		// Watch first, then read: a change between the two is not missed.
+		latest, err := m.cfg.Backend.Get(ctx, op.ID)
+		if err != nil {
+			return op, err
+		}
+		op = latest
+		if op.Status.Done() {
+			return op, nil
+		}
+		select {
+		case <-changes:
+		case <-timer.C:
+			return op, nil
+		case <-ctx.Done():
+			return op, nil
+		case <-m.closed:
+			return op, nil
+		}
+	}
+}

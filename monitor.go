@@ -1,0 +1,183 @@
+package asyncreply
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/asyncreply/asyncreply/backend"
+)
+
+// serveMonitor serves the monitor resources under Config.Prefix: rest is
+// the path after the prefix, "<id>", "<id>/response" or "<id>/events".
+func (m *Middleware) serveMonitor(w http.ResponseWriter, r *http.Request, rest string) {
+	id, resource, _ := strings.Cut(rest, "/")
+	if !validID(id) {
+		writeNotFound(w)
+		return
+	}
+	switch resource {
+	case "":
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			m.servePoll(w, r, id)
+		case http.MethodDelete:
+			m.serveDelete(w, r, id)
+		default:
+			writeMethodNotAllowed(w, "GET, HEAD, DELETE")
+		}
+	case "response":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeMethodNotAllowed(w, "GET, HEAD")
+			return
+		}
+		m.serveResponse(w, r, id)
+	case "events":
+		if r.Method != http.MethodGet {
+			writeMethodNotAllowed(w, "GET")
+			return
+		}
+		m.serveEvents(w, r, id)
+	default:
+		writeNotFound(w)
+	}
+}
+
+// servePoll answers a poll: 202 while the operation runs (after waiting up
+// to Prefer: wait=N for it to finish), 303 to the response once it
+// succeeded, the failure a synchronous caller would have seen once it failed.
+func (m *Middleware) servePoll(w http.ResponseWriter, r *http.Request, id string) {
+	op, ok := m.lookup(w, r, id)
+	if !ok {
+		return
+	}
+	if prefs := parsePrefer(r.Header); prefs.hasWait && !op.Status.Done() {
+		if latest, err := m.waitDone(r.Context(), op, min(prefs.wait, m.cfg.MaxWait)); err == nil {
+			op = latest
+		}
+		w.Header().Add("Vary", "Prefer")
+	}
+	links := m.monitorURLs(r, id)
+	switch op.Status {
+	case backend.Succeeded:
+		w.Header().Set("Location", links.Response)
+		m.writeStatus(w, r, op, links, http.StatusSeeOther)
+	case backend.Failed:
+		m.writeFailure(w, r, op)
+	case backend.Canceled:
+		writeNotFound(w)
+	default:
+		m.writeStatus(w, r, op, links, http.StatusAccepted)
+	}
+}
+
+// serveResponse serves the stored response verbatim.
+func (m *Middleware) serveResponse(w http.ResponseWriter, r *http.Request, id string) {
+	op, ok := m.lookup(w, r, id)
+	if !ok {
+		return
+	}
+	switch op.Status {
+	case backend.Succeeded, backend.Failed:
+		m.writeFinished(w, r, op)
+	default:
+		writeProblem(w, http.StatusNotFound, "Response not ready",
+			"The operation has not finished yet; poll its status URL until it redirects here.")
+	}
+}
+
+// serveDelete cancels and forgets the operation: a running handler's context
+// is canceled, the stored response is dropped, and later requests get 404.
+func (m *Middleware) serveDelete(w http.ResponseWriter, r *http.Request, id string) {
+	if _, ok := m.lookup(w, r, id); !ok {
+		return
+	}
+	ctx, cancel := storeContext(r.Context())
+	defer cancel()
+	err := m.cfg.Backend.Cancel(ctx, id, m.cfg.now())
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		writeNotFound(w)
+	case err != nil:
+		m.cfg.Logger.Error("asyncreply: canceling an operation failed", "operation", id, "error", err)
+		writeUnavailable(w, m.retryAfter)
+	default:
+		m.cfg.Logger.Info("asyncreply: operation deleted", "operation", id)
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// writeFinished answers with a done operation's outcome as a synchronous
+// request would have had it: the stored response, or the failure.
+func (m *Middleware) writeFinished(w http.ResponseWriter, r *http.Request, op *backend.Operation) {
+	switch op.Status {
+	case backend.Succeeded:
+		m.writeResponse(w, r, op)
+	case backend.Failed:
+		m.writeFailure(w, r, op)
+	default:
+		writeNotFound(w)
+	}
+}
+
+// writeResponse writes the stored response verbatim, with Expires saying
+// when it will be deleted.
+func (m *Middleware) writeResponse(w http.ResponseWriter, r *http.Request, op *backend.Operation) {
+	plain, err := m.sealer.open(op.ID, op.Response)
+	var stored *storedResponse
+	if err == nil {
+		stored, err = unmarshalStoredResponse(plain)
+	}
+	if err != nil {
+		m.cfg.Logger.Error("asyncreply: stored response unreadable", "operation", op.ID, "error", err)
+		writeProblem(w, http.StatusInternalServerError, "Stored response unreadable",
+			"The stored response could not be read back.")
+		return
+	}
+	h := w.Header()
+	for name, values := range stored.Header {
+		switch name {
+		case "Vary", "Set-Cookie":
+			// Both may have been set on this answer already (Vary by us,
+			// cookies by the application's middleware on first arrival).
+			h[name] = append(h[name], values...)
+		default:
+			h[name] = values
+		}
+	}
+	h.Set("Expires", expiresHeader(op.ExpiresAt))
+	w.WriteHeader(stored.StatusCode)
+	if r.Method != http.MethodHead {
+		w.Write(stored.Body)
+	}
+}
+
+// writeFailure answers with the status a synchronous caller would have seen:
+// problem details, or an error page for browsers.
+func (m *Middleware) writeFailure(w http.ResponseWriter, r *http.Request, op *backend.Operation) {
+	p := problemFromFailure(op.Failure)
+	if !op.ExpiresAt.IsZero() {
+		w.Header().Set("Expires", expiresHeader(op.ExpiresAt))
+	}
+	if prefersHTML(r) {
+		body := renderWaitingPage(op, m.cfg.Prefix+op.ID, m.retrySeconds)
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Cache-Control", "no-store")
+		w.WriteHeader(p.Status)
+		if r.Method != http.MethodHead {
+			w.Write(body)
+		}
+		return
+	}
+	writeProblemDoc(w, p)
+}
+
+func writeMethodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeProblem(w, http.StatusMethodNotAllowed, "Method Not Allowed", "This resource allows "+allow+".")
+}
+
+// expiresHeader formats t for the Expires header.
+func expiresHeader(t time.Time) string { return t.UTC().Format(http.TimeFormat) }
