@@ -158,7 +158,10 @@ type Backend interface {
 
 	// Get returns the operation with the given ID, or ErrNotFound. It may
 	// return an expired operation that has not been swept yet; callers check
-	// Operation.Expired.
+	// Operation.Expired. Callers must not modify the returned operation's
+	// byte slices, which a backend may share between callers to avoid copying
+	// stored responses on every poll; what a caller passes in (to Create and
+	// Complete) the backend copies or stores before returning.
 	Get(ctx context.Context, id string) (*Operation, error)
 
 	// MarkRunning moves the operation to Running and increments its Attempt,

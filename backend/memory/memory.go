@@ -10,6 +10,7 @@
 package memory
 
 import (
+	"bytes"
 	"cmp"
 	"container/heap"
 	"context"
@@ -92,6 +93,10 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 		b.idempotency[key] = op.ID
 	}
 	stored := clone(op)
+	// The backend owns what it stores: a caller reusing its buffers must not
+	// change a stored operation, as it could not with a database.
+	stored.Request = bytes.Clone(op.Request)
+	stored.Fingerprint = bytes.Clone(op.Fingerprint)
 	stored.Status = backend.NotStarted
 	stored.Attempt = 0
 	stored.Response, stored.Failure, stored.ExpiresAt = nil, nil, time.Time{}
@@ -104,7 +109,9 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 	return clone(stored), true, nil
 }
 
-// Get implements backend.Backend.
+// Get implements backend.Backend. The operation it returns shares its byte
+// slices with the backend, so that polls do not copy stored responses; the
+// contract forbids callers to modify them.
 func (b *Backend) Get(ctx context.Context, id string) (*backend.Operation, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -127,7 +134,9 @@ func (b *Backend) MarkRunning(ctx context.Context, id string, at time.Time) (*ba
 	op.Attempt++
 	op.UpdatedAt = at
 	b.notify(id)
-	return clone(op), nil
+	running := clone(op)
+	running.Request = bytes.Clone(op.Request) // the replay may consume it in place
+	return running, nil
 }
 
 // SetProgress implements backend.Backend.
@@ -159,8 +168,11 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 		return false, err
 	}
 	op.Status = outcome.Status
-	op.Response = outcome.Response
-	op.Failure = outcome.Failure
+	op.Response = bytes.Clone(outcome.Response)
+	if outcome.Failure != nil {
+		failure := *outcome.Failure
+		op.Failure = &failure
+	}
 	b.finish(op, outcome.At)
 	return true, nil
 }
