@@ -112,7 +112,10 @@ func ExampleReportProgress() {
 	location := resp.Header.Get("Location")
 
 	// Subscribe to the operation's events and print the progress once shown.
-	events, _ := http.Get(location + "/events")
+	events, err := http.Get(location + "/events")
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer events.Body.Close()
 	buf := make([]byte, 4096)
 	for seen := ""; !strings.Contains(seen, `"percent":40`); {

@@ -19,6 +19,12 @@ func (m *Middleware) monitorURLs(r *http.Request, id string) monitorURLs {
 	return monitorURLs{Self: self, Response: self + "/response", Events: self + "/events"}
 }
 
+// monitorPath is the path of an operation's monitor URL as clients see it:
+// relative links in pages must not depend on a Host header a client chose.
+func (m *Middleware) monitorPath(id string) string {
+	return m.publicPath + m.cfg.Prefix + id
+}
+
 // origin is the scheme and host clients reach this server at: PublicURL when
 // configured, else the request's own, corrected by X-Forwarded-Proto and
 // X-Forwarded-Host only when the request comes from a trusted proxy.

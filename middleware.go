@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ type Middleware struct {
 	sealer       sealer
 	retrySeconds int    // Config.RetryAfter rounded up to whole seconds
 	retryAfter   string // the same, formatted for the Retry-After header
+	publicPath   string // the path of Config.PublicURL, without its final slash
 
 	app     http.Handler
 	started atomic.Bool
@@ -46,7 +48,13 @@ func New(cfg Config) (*Middleware, error) {
 		return nil, err
 	}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
+	var publicPath string
+	if cfg.PublicURL != "" {
+		u, _ := url.Parse(cfg.PublicURL) // validated by withDefaults
+		publicPath = u.Path
+	}
 	return &Middleware{
+		publicPath:   publicPath,
 		cfg:          cfg,
 		sealer:       s,
 		retrySeconds: retrySeconds,

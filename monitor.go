@@ -161,7 +161,7 @@ func (m *Middleware) writeFailure(w http.ResponseWriter, r *http.Request, op *ba
 		w.Header().Set("Expires", expiresHeader(op.ExpiresAt))
 	}
 	if prefersHTML(r) {
-		body := renderWaitingPage(op, m.cfg.Prefix+op.ID, m.retrySeconds)
+		body := renderWaitingPage(op, m.monitorPath(op.ID), m.retrySeconds)
 		h := w.Header()
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		h.Set("Cache-Control", "no-store")

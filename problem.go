@@ -1,7 +1,6 @@
 package asyncreply
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 
@@ -10,11 +9,10 @@ import (
 
 // problem is an RFC 9457 problem details document.
 type problem struct {
-	Type     string `json:"type"`
-	Title    string `json:"title"`
-	Status   int    `json:"status"`
-	Detail   string `json:"detail,omitempty"`
-	Instance string `json:"instance,omitempty"`
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
 }
 
 func problemFromFailure(f *backend.Failure) *problem {
@@ -31,7 +29,7 @@ func writeProblem(w http.ResponseWriter, status int, title, detail string) {
 }
 
 func writeProblemDoc(w http.ResponseWriter, p *problem) {
-	body, _ := json.Marshal(p)
+	body := p.appendJSON(make([]byte, 0, 256))
 	h := w.Header()
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))

@@ -166,7 +166,7 @@ func (m *Middleware) writeStatus(w http.ResponseWriter, r *http.Request, op *bac
 	var body []byte
 	if prefersHTML(r) {
 		h.Set("Content-Type", "text/html; charset=utf-8")
-		body = renderWaitingPage(op, m.cfg.Prefix+op.ID, m.retrySeconds)
+		body = renderWaitingPage(op, m.monitorPath(op.ID), m.retrySeconds)
 	} else {
 		h.Set("Content-Type", "application/json")
 		body = newStatusDocument(op, links).marshal()
