@@ -3,6 +3,7 @@ package asyncreply
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"strconv"
 	"time"
@@ -44,6 +45,7 @@ func (m *Middleware) serveEvents(w http.ResponseWriter, r *http.Request, id stri
 	fmt.Fprintf(w, "retry: %d\n\n", m.cfg.RetryAfter.Milliseconds())
 
 	links := m.monitorURLs(r, id)
+	serverDone := m.serverShutdown(r.Context())
 	keepAlive := time.NewTicker(keepAliveInterval)
 	defer keepAlive.Stop()
 	lastSent := ""
@@ -81,12 +83,18 @@ func (m *Middleware) serveEvents(w http.ResponseWriter, r *http.Request, id stri
 			return
 		case <-m.closed:
 			return
+		case <-serverDone:
+			return
 		}
 	}
 }
 
-// eventID identifies one state of an operation, so a reconnecting client
-// can say which it saw last.
+// eventID identifies one state of an operation, so that a reconnecting
+// client can say which it saw last, and a change is never mistaken for a
+// repeat, even when the clock has not moved.
 func eventID(op *backend.Operation) string {
-	return strconv.FormatInt(op.UpdatedAt.UnixNano(), 36) + "-" + string(op.Status) + "-" + strconv.Itoa(op.Progress.Percent)
+	message := fnv.New32a()
+	message.Write([]byte(op.Progress.Message))
+	return strconv.FormatInt(op.UpdatedAt.UnixNano(), 36) + "-" + string(op.Status) + "-" +
+		strconv.Itoa(op.Progress.Percent) + "-" + strconv.FormatUint(uint64(message.Sum32()), 36)
 }

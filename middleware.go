@@ -31,6 +31,8 @@ type Middleware struct {
 	closing atomic.Bool
 	closed  chan struct{} // closed by Shutdown: ends long-polls and event streams
 
+	servers sync.Map // *http.Server → chan struct{} closed when it shuts down
+
 	background sync.WaitGroup // the sweeper and the backend's start-up
 	stopOnce   sync.Once
 	stopErr    error
@@ -240,6 +242,7 @@ func (m *Middleware) waitDone(ctx context.Context, op *backend.Operation, d time
 	defer stop()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
+	serverDone := m.serverShutdown(ctx)
 	for {
 		// Watch first, then read: a change between the two is not missed.
 		latest, err := m.cfg.Backend.Get(ctx, op.ID)
@@ -258,6 +261,29 @@ func (m *Middleware) waitDone(ctx context.Context, op *backend.Operation, d time
 			return op, nil
 		case <-m.closed:
 			return op, nil
+		case <-serverDone:
+			return op, nil
 		}
 	}
+}
+
+// serverShutdown returns a channel closed when the http.Server serving the
+// request starts shutting down, or nil outside a server. Requests that wait
+// for changes (long-polls, event streams) end on it as well as on the
+// Middleware's own Shutdown: http.Server.Shutdown waits for every request to
+// end, and it is called before the Middleware's.
+func (m *Middleware) serverShutdown(ctx context.Context) <-chan struct{} {
+	srv, _ := ctx.Value(http.ServerContextKey).(*http.Server)
+	if srv == nil {
+		return nil
+	}
+	if done, ok := m.servers.Load(srv); ok {
+		return done.(chan struct{})
+	}
+	done := make(chan struct{})
+	if actual, loaded := m.servers.LoadOrStore(srv, done); loaded {
+		return actual.(chan struct{})
+	}
+	srv.RegisterOnShutdown(func() { close(done) })
+	return done
 }

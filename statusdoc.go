@@ -29,7 +29,7 @@ type statusDocument struct {
 
 type progressDoc struct {
 	Percent int    `json:"percent"`
-	Message string `json:"message,omitempty"`
+	Message string `json:"message"`
 }
 
 func newStatusDocument(op *backend.Operation, links monitorURLs) *statusDocument {
@@ -79,10 +79,8 @@ func (doc *statusDocument) appendJSON(b []byte) []byte {
 	}
 	b = append(b, `,"progress":{"percent":`...)
 	b = strconv.AppendInt(b, int64(doc.Progress.Percent), 10)
-	if doc.Progress.Message != "" {
-		b = append(b, `,"message":`...)
-		b = appendJSONString(b, doc.Progress.Message)
-	}
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, doc.Progress.Message)
 	b = append(b, '}')
 	if doc.Error != nil {
 		b = append(b, `,"error":`...)

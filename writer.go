@@ -57,11 +57,15 @@ type recordingBody struct {
 	buf      bytes.Buffer
 	limit    int64
 	overflow bool // more than limit bytes were read
+	eof      bool // the handler read it all: nothing is left to read
 }
 
 func (b *recordingBody) Read(p []byte) (int, error) {
 	n, err := b.src.Read(p)
 	b.keep(p[:n])
+	if err == io.EOF {
+		b.eof = true
+	}
 	return n, err
 }
 
@@ -83,7 +87,7 @@ var errBodyTooLarge = errors.New("request body too large")
 
 // finish reads what the handler left unread and returns the whole body.
 func (b *recordingBody) finish() ([]byte, error) {
-	if !b.overflow {
+	if !b.overflow && !b.eof { // a handler may have closed a body it read to the end
 		// Read one byte past the limit to tell "exactly at" from "over".
 		rest := io.LimitReader(b.src, b.limit-int64(b.buf.Len())+1)
 		if _, err := b.buf.ReadFrom(rest); err != nil {

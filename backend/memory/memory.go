@@ -280,15 +280,24 @@ func (b *Backend) Stop(ctx context.Context) error {
 		b.workers.Wait()
 		close(drained)
 	}()
+	var err error
 	select {
 	case <-drained:
 		b.cancelRun(nil)
-		return nil
 	case <-ctx.Done():
 		b.cancelRun(backend.ErrShutdown)
 		<-drained
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	// Nothing will run what is still queued: say so to pollers rather than
+	// leave the operations NotStarted for good.
+	b.mu.Lock()
+	for _, id := range b.queue {
+		b.abandon(id)
+	}
+	b.queue = nil
+	b.mu.Unlock()
+	return err
 }
 
 func (b *Backend) runWorker() {

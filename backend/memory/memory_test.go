@@ -32,3 +32,45 @@ func TestConformance(t *testing.T) {
 		return b
 	})
 }
+
+// With nothing durable behind it, the memory backend cannot hand operations
+// to another process: at Stop, the running and the queued ones fail with 503
+// instead of staying unfinished for good.
+func TestStopFailsWhatCannotRun(t *testing.T) {
+	t.Parallel()
+	b := memory.New(memory.Config{Concurrency: 1})
+	started := make(chan struct{}, 1)
+	err := b.Start(context.Background(), func(ctx context.Context, id string) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return context.Cause(ctx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, id := range []string{"running", "queued"} {
+		if _, _, err := b.Create(t.Context(), &backend.Operation{ID: id, Retention: time.Hour, CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first operation never started")
+	}
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.Stop(stopped); err == nil {
+		t.Error("Stop with an ended context returned nil; it had to cancel a running operation")
+	}
+	for _, id := range []string{"running", "queued"} {
+		op, err := b.Get(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op.Status != backend.Failed || op.Failure == nil || op.Failure.Status != 503 {
+			t.Errorf("%s operation after Stop: status %s, failure %+v; want Failed with 503", id, op.Status, op.Failure)
+		}
+	}
+}
