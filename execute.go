@@ -4,15 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
 )
 
-// errTimeout is the cause of a replay's context when Config.Timeout passes.
+// errTimeout is the cause of a replay's context when its Timeout passes.
 var errTimeout = errors.New("operation timed out")
 
 // execute is the backend.ExecuteFunc: one attempt at an operation. It
@@ -27,52 +25,52 @@ func (m *Middleware) execute(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("asyncreply: starting operation %s: %w", id, err)
 	}
-	log := m.cfg.Logger.With("operation", id)
-
-	outcome, err := m.replay(ctx, op, log)
+	outcome, err := m.replay(ctx, op)
 	if errors.Is(err, backend.ErrCanceled) {
-		log.Info("asyncreply: operation canceled")
+		m.cfg.Logger.Info("asyncreply: operation canceled", "operation", id)
 		return nil
 	}
 	if err != nil {
-		log.Warn("asyncreply: operation abandoned", "error", err)
+		m.cfg.Logger.Warn("asyncreply: operation abandoned", "operation", id, "error", err)
 		return err
 	}
+	return m.complete(ctx, op, outcome)
+}
+
+// complete stores an outcome. The backend keeps the first one stored, so
+// completing twice (a timeout decided early, then the handler's return) is
+// harmless.
+func (m *Middleware) complete(ctx context.Context, op *backend.Operation, outcome backend.Outcome) error {
 	outcome.At = m.cfg.now()
-	storeCtx, cancel := storeContext(ctx)
-	defer cancel()
-	won, err := m.cfg.Backend.Complete(storeCtx, id, outcome)
+	won, err := m.cfg.Backend.Complete(ctx, op.ID, outcome)
 	if err != nil {
-		return fmt.Errorf("asyncreply: completing operation %s: %w", id, err)
+		return fmt.Errorf("asyncreply: completing operation %s: %w", op.ID, err)
 	}
 	if won {
-		attrs := []any{"status", outcome.Status, "attempt", op.Attempt}
+		attrs := []any{"operation", op.ID, "status", outcome.Status, "attempt", op.Attempt}
 		if outcome.Failure != nil {
 			attrs = append(attrs, "failure", outcome.Failure.Status)
 		}
-		log.Info("asyncreply: operation finished", attrs...)
+		m.cfg.Logger.Info("asyncreply: operation finished", attrs...)
 	}
 	return nil
-}
-
-// handlerResult is how a replayed handler returned.
-type handlerResult struct {
-	panicked any
 }
 
 // replay runs the recorded request through the application and turns what
 // happened into an outcome. It returns an error instead when the execution
 // context was canceled from outside (cancel, shutdown), since then there is
 // nothing to store.
-func (m *Middleware) replay(ctx context.Context, op *backend.Operation, log *slog.Logger) (backend.Outcome, error) {
+func (m *Middleware) replay(ctx context.Context, op *backend.Operation) (backend.Outcome, error) {
+	unreadable := failure(http.StatusInternalServerError, "Recorded request unreadable", "The recorded request could not be read back.")
 	plain, err := m.sealer.open(op.ID, op.Request)
 	if err != nil {
-		return failure(http.StatusInternalServerError, "Recorded request unreadable", "The recorded request could not be decrypted with the configured key."), nil
+		m.cfg.Logger.Error("asyncreply: recorded request cannot be decrypted with the configured key", "operation", op.ID)
+		return unreadable, nil
 	}
 	recorded, err := unmarshalRecordedRequest(plain)
 	if err != nil {
-		log.Error("asyncreply: recorded request corrupt", "error", err)
-		return failure(http.StatusInternalServerError, "Recorded request unreadable", "The recorded request is corrupt."), nil
+		m.cfg.Logger.Error("asyncreply: recorded request corrupt", "operation", op.ID, "error", err)
+		return unreadable, nil
 	}
 
 	runCtx := ctx
@@ -80,59 +78,69 @@ func (m *Middleware) replay(ctx context.Context, op *backend.Operation, log *slo
 		var cancel context.CancelFunc
 		runCtx, cancel = context.WithTimeoutCause(ctx, op.Timeout, errTimeout)
 		defer cancel()
+		// The timeout's outcome is stored when it passes, whatever the
+		// handler does next; the handler still runs in this goroutine, so the
+		// worker stays busy until it returns and no goroutine outlives it.
+		decided := make(chan struct{})
+		stop := context.AfterFunc(runCtx, func() {
+			defer close(decided)
+			if errors.Is(context.Cause(runCtx), errTimeout) {
+				if err := m.complete(ctx, op, timedOut(op)); err != nil {
+					m.cfg.Logger.Warn("asyncreply: storing a timeout failed", "operation", op.ID, "error", err)
+				}
+			}
+		})
+		defer func() {
+			if !stop() {
+				<-decided
+			}
+		}()
 	}
+
 	st := &requestState{m: m, replay: &replay{id: op.ID}}
 	req, err := recorded.newRequest(context.WithValue(runCtx, stateKey{}, st))
 	if err != nil {
-		log.Error("asyncreply: recorded request corrupt", "error", err)
-		return failure(http.StatusInternalServerError, "Recorded request unreadable", "The recorded request is corrupt."), nil
+		m.cfg.Logger.Error("asyncreply: recorded request corrupt", "operation", op.ID, "error", err)
+		return unreadable, nil
 	}
-
 	rec := newResponseRecorder(m.cfg.MaxResponseBytes)
-	returned := make(chan handlerResult, 1)
-	go func() {
-		var res handlerResult
-		defer func() { returned <- res }()
-		defer func() {
-			if p := recover(); p != nil {
-				res.panicked = p
-				if p != http.ErrAbortHandler {
-					log.Error("asyncreply: handler panicked during replay", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-				}
-			}
-		}()
-		m.app.ServeHTTP(rec, req)
-	}()
+	panicked := m.serveReplay(rec, req)
 
-	var res handlerResult
-	select {
-	case res = <-returned:
-	case <-runCtx.Done():
-		// The outcome is decided now, whatever the handler does next, but the
-		// worker stays busy until the handler returns, so that concurrency
-		// limits stay true and no goroutine outlives Shutdown.
-		timer := time.AfterFunc(5*time.Second, func() {
-			log.Warn("asyncreply: handler still running after its context ended; it should watch r.Context()")
-		})
-		res = <-returned
-		timer.Stop()
-	}
 	switch cause := context.Cause(runCtx); {
 	case errors.Is(cause, errTimeout):
-		return failure(http.StatusGatewayTimeout, "Gateway Timeout",
-			fmt.Sprintf("The operation did not finish within its %s timeout.", op.Timeout)), nil
+		return timedOut(op), nil
 	case cause != nil && ctx.Err() != nil:
 		return backend.Outcome{}, context.Cause(ctx)
-	}
-	if res.panicked != nil {
+	case panicked:
 		return failure(http.StatusInternalServerError, "Internal Server Error", "The handler failed while producing the response."), nil
-	}
-	if rec.overflow {
+	case rec.overflow:
 		return failure(http.StatusInternalServerError, "Response too large",
 			fmt.Sprintf("The response exceeded the limit of %d bytes for stored responses.", m.cfg.MaxResponseBytes)), nil
 	}
-	response := rec.response()
-	return backend.Outcome{Status: backend.Succeeded, Response: m.sealer.seal(op.ID, response.marshal())}, nil
+	return backend.Outcome{Status: backend.Succeeded, Response: m.sealer.seal(op.ID, rec.response().marshal())}, nil
+}
+
+// serveReplay runs the application on a replayed request and reports whether
+// it panicked. A panic fails the operation, as it would have failed the
+// synchronous request, instead of taking the worker down.
+func (m *Middleware) serveReplay(rec *responseRecorder, req *http.Request) (panicked bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			panicked = true
+			if p != http.ErrAbortHandler {
+				id, _ := OperationID(req.Context())
+				m.cfg.Logger.Error("asyncreply: handler panicked during replay", "operation", id,
+					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	m.app.ServeHTTP(rec, req)
+	return false
+}
+
+func timedOut(op *backend.Operation) backend.Outcome {
+	return failure(http.StatusGatewayTimeout, "Gateway Timeout",
+		fmt.Sprintf("The operation did not finish within its %s timeout.", op.Timeout))
 }
 
 func failure(status int, title, detail string) backend.Outcome {
@@ -142,9 +150,7 @@ func failure(status int, title, detail string) backend.Outcome {
 // reportProgress stores a replay's progress. A failure to store it is
 // logged, not returned: progress is advisory and must not fail the handler.
 func (m *Middleware) reportProgress(ctx context.Context, id string, percent int, message string) {
-	storeCtx, cancel := storeContext(ctx)
-	defer cancel()
-	err := m.cfg.Backend.SetProgress(storeCtx, id, backend.Progress{Percent: percent, Message: message}, m.cfg.now())
+	err := m.cfg.Backend.SetProgress(context.WithoutCancel(ctx), id, backend.Progress{Percent: percent, Message: message}, m.cfg.now())
 	if err != nil && !errors.Is(err, backend.ErrFinished) {
 		m.cfg.Logger.Warn("asyncreply: storing progress failed", "operation", id, "error", err)
 	}

@@ -86,6 +86,7 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState) {
 		ID:             id,
 		Owner:          owner,
 		IdempotencyKey: key,
+		Status:         backend.NotStarted,
 		Request:        m.sealer.seal(id, recorded.marshal()),
 		Timeout:        m.cfg.Timeout,
 		Retention:      m.cfg.Retention,
