@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/internal/watch"
 )
 
 // DefaultConcurrency is how many operations run at once by default. Replayed
@@ -45,11 +46,12 @@ type Backend struct {
 	ops         map[string]*backend.Operation
 	idempotency map[idempotencyKey]string
 	expiries    expiryHeap
-	watchers    map[string]map[chan struct{}]struct{}
 	queue       []string
 	running     map[string]context.CancelCauseFunc
 	started     bool
 	stopping    bool
+
+	watchers watch.Hub
 
 	execute   backend.ExecuteFunc
 	runCtx    context.Context // parent of every execution; canceled to force a stop
@@ -67,7 +69,6 @@ func New(cfg Config) *Backend {
 		concurrency: cmp.Or(max(cfg.Concurrency, 0), DefaultConcurrency),
 		ops:         make(map[string]*backend.Operation),
 		idempotency: make(map[idempotencyKey]string),
-		watchers:    make(map[string]map[chan struct{}]struct{}),
 		running:     make(map[string]context.CancelCauseFunc),
 	}
 	b.work = sync.NewCond(&b.mu)
@@ -220,27 +221,8 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 
 // Watch implements backend.Backend.
 func (b *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
-	ch := make(chan struct{}, 1)
-	b.mu.Lock()
-	set := b.watchers[id]
-	if set == nil {
-		set = make(map[chan struct{}]struct{})
-		b.watchers[id] = set
-	}
-	set[ch] = struct{}{}
-	b.mu.Unlock()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			delete(set, ch)
-			if len(b.watchers[id]) == 0 {
-				delete(b.watchers, id)
-			}
-		})
-	}
-	return ch, stop, nil
+	changes, stop := b.watchers.Watch(id)
+	return changes, stop, nil
 }
 
 // Start implements backend.Backend.
@@ -383,15 +365,9 @@ func (b *Backend) finish(op *backend.Operation, at time.Time) {
 	b.notify(op.ID)
 }
 
-// notify wakes every watcher of id without blocking. Called with b.mu held.
-func (b *Backend) notify(id string) {
-	for ch := range b.watchers[id] {
-		select {
-		case ch <- struct{}{}:
-		default: // a wake-up is already pending; the watcher re-reads anyway
-		}
-	}
-}
+// notify wakes the watchers of id. Called with b.mu held, so that watchers
+// are woken in the order of changes.
+func (b *Backend) notify(id string) { b.watchers.Notify(id) }
 
 func clone(op *backend.Operation) *backend.Operation {
 	c := *op

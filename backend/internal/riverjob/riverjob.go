@@ -1,0 +1,148 @@
+// Package riverjob holds what the River-based backends share: the job that
+// executes an operation, the worker that maps River's cancellations onto the
+// backend contract, and the stop sequence.
+package riverjob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/asyncreply/asyncreply/backend"
+)
+
+// Queue is the River queue operations run in, so that they share a River
+// database with an application's own jobs without taking its workers.
+const Queue = "asyncreply"
+
+// Args is the River job of one operation. It carries only the ID: the
+// recorded request stays in the operation's row, encrypted when configured.
+type Args struct {
+	OperationID string `json:"operation_id"`
+	// Timeout is the operation's timeout, which bounds the job too: River
+	// rescues a job whose worker died only once its timeout has passed.
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Kind implements river.JobArgs.
+func (Args) Kind() string { return "asyncreply_operation" }
+
+// MaxAttempts is how often an operation is tried before it fails for good.
+// Attempts end early only when a worker dies or its process stops; a
+// handler's failure is an outcome, not a retry.
+const MaxAttempts = 10
+
+// InsertOpts implements river.JobArgsWithInsertOpts.
+func (Args) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: Queue, MaxAttempts: MaxAttempts}
+}
+
+// timeoutGrace is added to an operation's timeout for its River job: the
+// middleware ends the replay at the timeout itself; River's deadline only
+// catches an execution that failed to.
+const timeoutGrace = 5 * time.Second
+
+// Worker executes operations for River. Create it with NewWorker, register
+// it with river.AddWorker, and set its ExecuteFunc at Start.
+type Worker struct {
+	river.WorkerDefaults[Args]
+
+	mu        sync.RWMutex
+	execute   backend.ExecuteFunc
+	stopping  atomic.Bool
+	exhausted func(ctx context.Context, id string) error
+}
+
+// NewWorker returns a worker. exhausted is called when an operation's last
+// attempt was abandoned, to fail it rather than leave it unfinished.
+func NewWorker(exhausted func(ctx context.Context, id string) error) *Worker {
+	return &Worker{exhausted: exhausted}
+}
+
+// SetExecute sets the function that runs operations; it returns an error if
+// one is set already (Start may be called once).
+func (w *Worker) SetExecute(execute backend.ExecuteFunc) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.execute != nil {
+		return errors.New("backend already started")
+	}
+	w.execute = execute
+	return nil
+}
+
+// Timeout implements river.Worker.
+func (w *Worker) Timeout(job *river.Job[Args]) time.Duration {
+	if job.Args.Timeout <= 0 {
+		return -1 // no limit: the operation has none
+	}
+	return job.Args.Timeout + timeoutGrace
+}
+
+// Work implements river.Worker. It translates the ways River ends a job's
+// context into the causes the backend contract promises: ErrCanceled for a
+// remote cancel, ErrShutdown for a stop.
+func (w *Worker) Work(ctx context.Context, job *river.Job[Args]) error {
+	w.mu.RLock()
+	execute := w.execute
+	w.mu.RUnlock()
+	if execute == nil {
+		return river.JobSnooze(time.Second) // not started: leave it for later
+	}
+
+	execCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancel(nil)
+	stop := context.AfterFunc(ctx, func() {
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, river.ErrJobCancelledRemotely):
+			cancel(backend.ErrCanceled)
+		case w.stopping.Load():
+			cancel(backend.ErrShutdown)
+		default:
+			cancel(cause)
+		}
+	})
+	defer stop()
+
+	err := execute(execCtx, job.Args.OperationID)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(context.Cause(execCtx), backend.ErrShutdown):
+		// River puts a job whose worker returns context.Canceled during a
+		// stop back in the queue without counting the attempt.
+		return fmt.Errorf("%w: %w", context.Canceled, err)
+	case job.Attempt >= job.MaxAttempts:
+		if failErr := w.exhausted(context.WithoutCancel(ctx), job.Args.OperationID); failErr != nil {
+			return errors.Join(err, failErr)
+		}
+		return err
+	}
+	return err
+}
+
+// Stopper is the part of a River client that Stop needs.
+type Stopper interface {
+	Stop(ctx context.Context) error
+	StopAndCancel(ctx context.Context) error
+}
+
+// Stop stops client as backend.Backend.Stop promises: running executions
+// may finish until ctx ends, then they are canceled with cause ErrShutdown
+// and waited for. It returns ctx's error when it had to cancel.
+func (w *Worker) Stop(ctx context.Context, client Stopper) error {
+	err := client.Stop(ctx)
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	w.stopping.Store(true)
+	if err := client.StopAndCancel(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,511 @@
+// Package postgres is the PostgreSQL backend: operations live in a table,
+// run as River jobs, and any number of processes on any number of machines
+// share them.
+//
+// Accepting an operation is one transaction that inserts its row and its
+// River job, so a 202 is never sent for an operation that is not both stored
+// and scheduled. River executes it at least once: when a worker dies, River
+// rescues the job once its timeout has passed and another worker replays it;
+// the first completed attempt's outcome is the one stored. Changes are
+// announced with NOTIFY, so long-polls and event streams in every process
+// wake within milliseconds.
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/internal/riverjob"
+	"github.com/asyncreply/asyncreply/backend/internal/watch"
+)
+
+// Defaults of Config's fields.
+const (
+	DefaultSchema      = "public"
+	DefaultConcurrency = 100
+	DefaultRescueAfter = time.Minute
+)
+
+// Config configures a PostgreSQL backend.
+type Config struct {
+	// Pool is the connection pool to use. Required. The backend holds one
+	// connection for LISTEN on top of River's and its own queries.
+	Pool *pgxpool.Pool
+
+	// Schema holds the backend's table and River's. Defaults to
+	// DefaultSchema.
+	Schema string
+
+	// Concurrency is how many operations this process executes at once.
+	// Defaults to DefaultConcurrency.
+	Concurrency int
+
+	// RescueAfter is how long a running job must have run before River may
+	// consider its worker dead and run it again; it is also never before the
+	// operation's own timeout has passed. Defaults to DefaultRescueAfter.
+	RescueAfter time.Duration
+
+	// SkipMigrations leaves the schema as it is; use it when migrations are
+	// applied by an explicit Migrate step. Defaults to false: New migrates.
+	SkipMigrations bool
+
+	// Logger receives River's logs and the backend's. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Backend is a PostgreSQL backend.Backend. Create it with New.
+type Backend struct {
+	pool   *pgxpool.Pool
+	names  tableNames
+	river  *river.Client[pgx.Tx]
+	worker *riverjob.Worker
+	logger *slog.Logger
+
+	watchers     watch.Hub
+	stopListener context.CancelFunc
+	listening    sync.WaitGroup
+	stopOnce     sync.Once
+	started      bool
+	startMu      sync.Mutex
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New returns a backend on cfg.Pool, migrating its schema first unless
+// cfg.SkipMigrations is set. It starts listening for changes at once, so
+// that watchers in a process that only accepts are woken too; Stop ends that.
+func New(ctx context.Context, cfg Config) (*Backend, error) {
+	if cfg.Pool == nil {
+		return nil, errors.New("postgres: Config.Pool is required")
+	}
+	cfg.Schema = schemaOrDefault(cfg.Schema)
+	cfg.Concurrency = cmp.Or(max(cfg.Concurrency, 0), DefaultConcurrency)
+	cfg.RescueAfter = cmp.Or(max(cfg.RescueAfter, 0), DefaultRescueAfter)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if !cfg.SkipMigrations {
+		if err := Migrate(ctx, cfg.Pool, cfg.Schema); err != nil {
+			return nil, err
+		}
+	}
+	b := &Backend{pool: cfg.Pool, names: newTableNames(cfg.Schema), logger: cfg.Logger}
+	b.worker = riverjob.NewWorker(b.failExhausted)
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, b.worker); err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	client, err := river.NewClient(riverpgxv5.New(cfg.Pool), &river.Config{
+		Queues:               map[string]river.QueueConfig{riverjob.Queue: {MaxWorkers: cfg.Concurrency}},
+		Workers:              workers,
+		Schema:               cfg.Schema,
+		Logger:               cfg.Logger,
+		JobTimeout:           cfg.RescueAfter,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		MaxAttempts:          riverjob.MaxAttempts,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: creating the River client: %w", err)
+	}
+	b.river = client
+
+	listenCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b.stopListener = cancel
+	b.listening.Add(1)
+	go b.listen(listenCtx)
+	return b, nil
+}
+
+// columns are read in this order by scanOperation.
+const columns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
+	attempt, request, response, failure_status, failure_title, failure_detail,
+	timeout_us, retention_us, created_at, updated_at, expires_at`
+
+func scanOperation(row pgx.Row) (*backend.Operation, error) {
+	var (
+		op                          backend.Operation
+		failureStatus               *int
+		failureTitle, failureDetail *string
+		timeoutUS, retentionUS      int64
+		expiresAt                   *time.Time
+	)
+	err := row.Scan(&op.ID, &op.Owner, &op.IdempotencyKey, &op.Fingerprint, &op.Status,
+		&op.Progress.Percent, &op.Progress.Message, &op.Attempt, &op.Request, &op.Response,
+		&failureStatus, &failureTitle, &failureDetail, &timeoutUS, &retentionUS,
+		&op.CreatedAt, &op.UpdatedAt, &expiresAt)
+	if err != nil {
+		return nil, err
+	}
+	if failureStatus != nil {
+		op.Failure = &backend.Failure{Status: *failureStatus, Title: deref(failureTitle), Detail: deref(failureDetail)}
+	}
+	op.Timeout = time.Duration(timeoutUS) * time.Microsecond
+	op.Retention = time.Duration(retentionUS) * time.Microsecond
+	if expiresAt != nil {
+		op.ExpiresAt = *expiresAt
+	}
+	return &op, nil
+}
+
+// Create implements backend.Backend: the operation's row and its River job
+// are inserted in one transaction.
+func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.Operation, bool, error) {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+
+	if op.IdempotencyKey != "" {
+		// Creates with the same key wait for each other, so that exactly one
+		// of them inserts.
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", op.Owner+"\x1f"+op.IdempotencyKey); err != nil {
+			return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
+		}
+		existing, err := scanOperation(tx.QueryRow(ctx, "SELECT "+columns+" FROM "+b.names.operation+
+			` WHERE owner = $1 AND idempotency_key = $2 AND status <> 'Canceled' AND (expires_at IS NULL OR expires_at > $3)
+			ORDER BY created_at DESC LIMIT 1`, op.Owner, op.IdempotencyKey, op.CreatedAt))
+		switch {
+		case err == nil:
+			return existing, false, translate(tx.Commit(ctx))
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
+		}
+	}
+
+	job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: op.ID, Timeout: op.Timeout}, nil)
+	if err != nil {
+		return nil, false, translate(fmt.Errorf("postgres: create: inserting the job: %w", err))
+	}
+	stored := *op
+	stored.Status, stored.Attempt = backend.NotStarted, 0
+	stored.Response, stored.Failure, stored.ExpiresAt = nil, nil, time.Time{}
+	stored.UpdatedAt = cmp.Or(stored.UpdatedAt, stored.CreatedAt)
+	_, err = tx.Exec(ctx, "INSERT INTO "+b.names.operation+` (id, owner, idempotency_key, fingerprint, status,
+		request, timeout_us, retention_us, created_at, updated_at, job_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		stored.ID, stored.Owner, stored.IdempotencyKey, stored.Fingerprint, stored.Status, stored.Request,
+		stored.Timeout.Microseconds(), stored.Retention.Microseconds(), stored.CreatedAt, stored.UpdatedAt, job.Job.ID)
+	if err != nil {
+		return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
+	}
+	stored.CreatedAt, stored.UpdatedAt = stored.CreatedAt.Truncate(time.Microsecond), stored.UpdatedAt.Truncate(time.Microsecond)
+	return &stored, true, nil
+}
+
+// Get implements backend.Backend.
+func (b *Backend) Get(ctx context.Context, id string) (*backend.Operation, error) {
+	op, err := scanOperation(b.pool.QueryRow(ctx, "SELECT "+columns+" FROM "+b.names.operation+" WHERE id = $1", id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, backend.ErrNotFound
+	}
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: get: %w", err))
+	}
+	return op, nil
+}
+
+// unfinished is the condition of every transition but Cancel.
+const unfinished = `status IN ('NotStarted', 'Running')`
+
+// MarkRunning implements backend.Backend.
+func (b *Backend) MarkRunning(ctx context.Context, id string, at time.Time) (*backend.Operation, error) {
+	op, err := scanOperation(b.pool.QueryRow(ctx, `WITH changed AS (
+			UPDATE `+b.names.operation+` SET status = 'Running', attempt = attempt + 1, updated_at = $2
+			WHERE id = $1 AND `+unfinished+` RETURNING `+columns+`
+		)
+		SELECT changed.* FROM changed, LATERAL (SELECT pg_notify($3, changed.id)) AS notified`, id, at, b.names.channel))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, b.whyUnchanged(ctx, id)
+	}
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: mark running: %w", err))
+	}
+	return op, nil
+}
+
+// SetProgress implements backend.Backend.
+func (b *Backend) SetProgress(ctx context.Context, id string, progress backend.Progress, at time.Time) error {
+	changed, err := b.update(ctx, `progress_percent = $2, progress_message = $3, updated_at = $4`,
+		id, progress.Percent, progress.Message, at)
+	if err != nil {
+		return fmt.Errorf("postgres: set progress: %w", err)
+	}
+	if !changed {
+		return b.whyUnchanged(ctx, id)
+	}
+	return nil
+}
+
+// Complete implements backend.Backend.
+func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outcome) (bool, error) {
+	if outcome.Status != backend.Succeeded && outcome.Status != backend.Failed {
+		return false, fmt.Errorf("postgres: cannot complete with status %q", outcome.Status)
+	}
+	var failureStatus *int
+	var failureTitle, failureDetail *string
+	if f := outcome.Failure; f != nil {
+		failureStatus, failureTitle, failureDetail = &f.Status, &f.Title, &f.Detail
+	}
+	won, err := b.update(ctx, `status = $2, response = $3, failure_status = $4, failure_title = $5,
+		failure_detail = $6, request = NULL, updated_at = $7::timestamptz,
+		expires_at = $7::timestamptz + retention_us * interval '1 microsecond'`,
+		id, outcome.Status, outcome.Response, failureStatus, failureTitle, failureDetail, outcome.At)
+	if err != nil {
+		return false, fmt.Errorf("postgres: complete: %w", err)
+	}
+	if !won {
+		if err := b.whyUnchanged(ctx, id); !errors.Is(err, backend.ErrFinished) {
+			return false, err
+		}
+	}
+	return won, nil
+}
+
+// update applies set to an unfinished operation ($1 is its ID, the other
+// parameters follow) and notifies watchers, in one statement. It reports
+// whether the operation was changed.
+func (b *Backend) update(ctx context.Context, set string, id string, args ...any) (bool, error) {
+	channel := len(args) + 2
+	tag, err := b.pool.Exec(ctx, fmt.Sprintf(`WITH changed AS (
+			UPDATE %s SET %s WHERE id = $1 AND %s RETURNING id
+		) SELECT pg_notify($%d, id) FROM changed`, b.names.operation, set, unfinished, channel),
+		append(append([]any{id}, args...), b.names.channel)...)
+	if err != nil {
+		return false, translate(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// whyUnchanged tells, after a transition changed nothing, whether the
+// operation is done or does not exist.
+func (b *Backend) whyUnchanged(ctx context.Context, id string) error {
+	var exists bool
+	err := b.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+b.names.operation+" WHERE id = $1)", id).Scan(&exists)
+	switch {
+	case err != nil:
+		return translate(fmt.Errorf("postgres: %w", err))
+	case exists:
+		return backend.ErrFinished
+	default:
+		return backend.ErrNotFound
+	}
+}
+
+// Cancel implements backend.Backend. Canceling the River job in the same
+// transaction makes River cancel the running job's context wherever it runs,
+// and never retry it.
+func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return translate(fmt.Errorf("postgres: cancel: %w", err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var previous backend.Status
+	var jobID int64
+	err = tx.QueryRow(ctx, `WITH previous AS (
+			SELECT id, status, job_id FROM `+b.names.operation+` WHERE id = $1 FOR UPDATE
+		)
+		UPDATE `+b.names.operation+` AS op SET status = 'Canceled', request = NULL, response = NULL,
+			failure_status = NULL, failure_title = NULL, failure_detail = NULL, updated_at = $2::timestamptz,
+			expires_at = $2::timestamptz + op.retention_us * interval '1 microsecond'
+		FROM previous WHERE op.id = previous.id AND previous.status <> 'Canceled'
+		RETURNING previous.status, previous.job_id`, id, at).Scan(&previous, &jobID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if err := b.whyUnchanged(ctx, id); !errors.Is(err, backend.ErrFinished) {
+			return err
+		}
+		return nil // canceled already
+	}
+	if err != nil {
+		return translate(fmt.Errorf("postgres: cancel: %w", err))
+	}
+	if !previous.Done() {
+		if _, err := b.river.JobCancelTx(ctx, tx, jobID); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
+			return translate(fmt.Errorf("postgres: cancel: canceling the job: %w", err))
+		}
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", b.names.channel, id); err != nil {
+		return translate(fmt.Errorf("postgres: cancel: %w", err))
+	}
+	return translate(tx.Commit(ctx))
+}
+
+// Sweep implements backend.Backend. It also fails operations whose River job
+// was discarded (its attempts used up while workers died), which no worker
+// would otherwise ever finish.
+func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
+	if _, err := b.pool.Exec(ctx, `WITH orphaned AS (
+			UPDATE `+b.names.operation+` AS op SET status = 'Failed', request = NULL, failure_status = 503,
+				failure_title = 'Operation abandoned',
+				failure_detail = 'Every attempt to execute the operation was interrupted before it finished.',
+				updated_at = $1::timestamptz, expires_at = $1::timestamptz + op.retention_us * interval '1 microsecond'
+			FROM `+b.names.riverJob+` AS job
+			WHERE op.job_id = job.id AND job.state = 'discarded' AND op.`+unfinished+`
+			RETURNING op.id
+		) SELECT pg_notify($2, id) FROM orphaned`, now, b.names.channel); err != nil {
+		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
+	}
+	tag, err := b.pool.Exec(ctx, "DELETE FROM "+b.names.operation+" WHERE expires_at <= $1", now)
+	if err != nil {
+		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// failExhausted fails an operation whose last attempt was abandoned.
+func (b *Backend) failExhausted(ctx context.Context, id string) error {
+	_, err := b.Complete(ctx, id, backend.Outcome{
+		Status: backend.Failed,
+		Failure: &backend.Failure{Status: 503, Title: "Operation abandoned",
+			Detail: "Every attempt to execute the operation was interrupted before it finished."},
+		At: time.Now(),
+	})
+	return err
+}
+
+// Watch implements backend.Backend.
+func (b *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
+	changes, stop := b.watchers.Watch(id)
+	return changes, stop, nil
+}
+
+// Start implements backend.Backend.
+func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error {
+	if err := b.worker.SetExecute(execute); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	if err := b.river.Start(context.WithoutCancel(ctx)); err != nil {
+		return translate(fmt.Errorf("postgres: starting River: %w", err))
+	}
+	b.startMu.Lock()
+	b.started = true
+	b.startMu.Unlock()
+	return nil
+}
+
+// Stop implements backend.Backend. Operations canceled by Stop go back to
+// River's queue without losing an attempt, for another process or the next
+// start to run.
+func (b *Backend) Stop(ctx context.Context) error {
+	var err error
+	b.stopOnce.Do(func() {
+		b.startMu.Lock()
+		started := b.started
+		b.startMu.Unlock()
+		if started {
+			err = b.worker.Stop(ctx, b.river)
+		}
+		b.stopListener()
+		b.listening.Wait()
+	})
+	return err
+}
+
+// listen holds a connection that LISTENs for changes and wakes this
+// process's watchers, reconnecting after failures until ctx ends.
+func (b *Backend) listen(ctx context.Context) {
+	defer b.listening.Done()
+	delay := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		err := b.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		b.logger.Warn("asyncreply: postgres: listening for changes failed; reconnecting", "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (b *Backend) listenOnce(ctx context.Context) error {
+	pooled, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	conn := pooled.Hijack() // held for as long as it listens: not the pool's any more
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{b.names.channel}.Sanitize()); err != nil {
+		return err
+	}
+	// Changes made while not listening were missed: every watcher re-reads.
+	b.watchers.NotifyAll()
+	for {
+		notification, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		b.watchers.Notify(notification.Payload)
+	}
+}
+
+// translate marks errors that mean the database could not be reached as
+// backend.ErrUnavailable, so that callers answer 503.
+func translate(err error) error {
+	if err == nil || errors.Is(err, backend.ErrUnavailable) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", "53", "57": // connection exception, insufficient resources, operator intervention
+			return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
+		}
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	// Not an answer from the server: the connection or the network failed.
+	return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func schemaOrDefault(schema string) string { return cmp.Or(schema, DefaultSchema) }
+
+// tableNames are the quoted names the backend's statements use.
+type tableNames struct {
+	operation, version, riverJob string
+	channel                      string // NOTIFY channel, unquoted
+}
+
+func newTableNames(schema string) tableNames {
+	return tableNames{
+		operation: pgx.Identifier{schema, "asyncreply_operation"}.Sanitize(),
+		version:   pgx.Identifier{schema, "asyncreply_schema_version"}.Sanitize(),
+		riverJob:  pgx.Identifier{schema, "river_job"}.Sanitize(),
+		channel:   schema + ".asyncreply_operation",
+	}
+}
+
+func (n tableNames) expand(statement string) string {
+	return strings.ReplaceAll(statement, "{{.operation}}", n.operation)
+}
