@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/memory"
 )
 
 // Middleware makes marked endpoints of an application asynchronous. Create it
@@ -48,6 +49,9 @@ func New(cfg Config) (*Middleware, error) {
 	s, err := newSealer(cfg.Key)
 	if err != nil {
 		return nil, err
+	}
+	if _, inMemory := cfg.Backend.(*memory.Backend); !inMemory && cfg.Key == nil {
+		cfg.Logger.Warn("asyncreply: recorded requests, with their cookies and Authorization headers, are stored unencrypted; set Config.Key to encrypt them at rest")
 	}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	var publicPath string

@@ -1,0 +1,88 @@
+// Package backendurl opens a backend from a URL, the one way the library's
+// users, the gateway and the worker command name where operations live:
+//
+//	memory:                          in this process; lost on restart
+//	sqlite://PATH                    one file on this machine (sqlite:///abs/path or sqlite://rel/path)
+//	postgres://USER@HOST/DB?schema=S several machines; any libpq URL, plus an optional schema
+package backendurl
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/memory"
+	"github.com/asyncreply/asyncreply/backend/postgres"
+)
+
+// Options are the settings every backend takes, besides its URL.
+type Options struct {
+	// Concurrency is how many operations this process executes at once.
+	// Defaults to each backend's own default.
+	Concurrency int
+	// Logger receives the backend's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Open returns the backend rawURL names, ready to be given to
+// asyncreply.Config.Backend (which then starts and stops it). Durable
+// backends are migrated on open. The error says what is wrong with the URL.
+func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, error) {
+	scheme, _, found := strings.Cut(rawURL, ":")
+	if !found {
+		return nil, fmt.Errorf("backend URL %q has no scheme: use memory:, sqlite://PATH or postgres://…", rawURL)
+	}
+	switch strings.ToLower(scheme) {
+	case "memory":
+		return memory.New(memory.Config{Concurrency: opts.Concurrency}), nil
+	case "postgres", "postgresql":
+		return openPostgres(ctx, rawURL, opts)
+	default:
+		return nil, fmt.Errorf("backend URL %q: unknown scheme %q: use memory:, sqlite://PATH or postgres://…", rawURL, scheme)
+	}
+}
+
+// openPostgres opens a pool of its own, which the backend closes when it
+// stops.
+func openPostgres(ctx context.Context, rawURL string, opts Options) (backend.Backend, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("backend URL: %w", err)
+	}
+	// schema is ours; PostgreSQL would take it for a run-time parameter.
+	query := u.Query()
+	schema := query.Get("schema")
+	query.Del("schema")
+	u.RawQuery = query.Encode()
+	poolConfig, err := pgxpool.ParseConfig(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("backend URL: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, poolConfig)
+	if err != nil {
+		return nil, fmt.Errorf("backend URL: %w", err)
+	}
+	b, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, Concurrency: opts.Concurrency, Logger: opts.Logger})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &ownedPool{Backend: b, pool: pool}, nil
+}
+
+// ownedPool is a PostgreSQL backend that closes its pool when it stops.
+type ownedPool struct {
+	*postgres.Backend
+	pool *pgxpool.Pool
+}
+
+func (b *ownedPool) Stop(ctx context.Context) error {
+	err := b.Backend.Stop(ctx)
+	b.pool.Close()
+	return err
+}
