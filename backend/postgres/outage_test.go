@@ -1,0 +1,260 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/backend/postgres"
+	"github.com/asyncreply/asyncreply/internal/testdb"
+)
+
+// cutProxy forwards TCP connections to PostgreSQL until it is cut: then it
+// drops every connection and refuses new ones, as a network partition or a
+// database restart would, until it is restored.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.setCut(true)
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			client.Close()
+			continue
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			client.Close()
+			continue
+		}
+		p.conns[client], p.conns[server] = struct{}{}, struct{}{}
+		p.wg.Add(2)
+		p.mu.Unlock()
+		go p.pipe(client, server)
+		go p.pipe(server, client)
+	}
+}
+
+func (p *cutProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+func (p *cutProxy) setCut(cut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = cut
+	if cut {
+		for c := range p.conns {
+			c.Close()
+		}
+	}
+}
+
+// During a database outage, accepts and polls answer 503 with Retry-After
+// and nothing is acknowledged that was not stored; when the database comes
+// back the service recovers by itself, and every operation that got a 202,
+// before or after the outage, completes with its response.
+func TestOutage(t *testing.T) {
+	t.Parallel()
+	direct := testdb.Pool(t, 2)
+	schema := testdb.Schema(t, direct)
+	target, err := url.Parse(testdb.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newCutProxy(t, target.Host)
+	viaProxy := *target
+	viaProxy.Host = proxy.ln.Addr().String()
+	poolConfig, err := pgxpool.ParseConfig(viaProxy.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	poolConfig.MaxConns = 10
+	poolConfig.ConnConfig.ConnectTimeout = 2 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(ctx, poolConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+
+	logger := slog.New(slog.DiscardHandler)
+	be, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("POST /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "report "+r.PathValue("id"))
+	})))
+	srv := httptest.NewServer(ar.Handler(mux))
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		ar.Shutdown(ctx)
+	})
+	client := srv.Client()
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	accepted := map[string]string{} // report ID → monitor URL
+	submit := func(report string) (int, http.Header) {
+		t.Helper()
+		resp, err := client.Post(srv.URL+"/reports/"+report, "text/plain", strings.NewReader("body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusAccepted:
+			accepted[report] = resp.Header.Get("Location")
+		case http.StatusServiceUnavailable:
+			if resp.Header.Get("Retry-After") == "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
+				t.Errorf("503 without Retry-After or problem details: %v", resp.Header)
+			}
+		default:
+			t.Errorf("submit %s: status %d, want 202 or 503", report, resp.StatusCode)
+		}
+		return resp.StatusCode, resp.Header
+	}
+
+	for i := range 10 {
+		if code, _ := submit(fmt.Sprint("before-", i)); code != http.StatusAccepted {
+			t.Fatalf("before the outage: status %d, want 202", code)
+		}
+	}
+
+	proxy.setCut(true)
+	unavailable := 0
+	for i := range 10 {
+		if code, _ := submit(fmt.Sprint("during-", i)); code == http.StatusServiceUnavailable {
+			unavailable++
+		}
+	}
+	if unavailable == 0 {
+		t.Error("no submit was answered 503 while the database was unreachable")
+	}
+	t.Logf("during the outage: %d of 10 submits answered 503, the others 202", unavailable)
+	poll, err := client.Get(accepted["before-0"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Body.Close()
+	if poll.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("poll during the outage: status %d, want 503", poll.StatusCode)
+	}
+
+	proxy.setCut(false)
+	for i := range 10 {
+		report := fmt.Sprint("after-", i)
+		deadline := time.Now().Add(30 * time.Second)
+		for code, _ := submit(report); code != http.StatusAccepted; code, _ = submit(report) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the service did not recover: %s still answered %d after 30s", report, code)
+			}
+			time.Sleep(100 * time.Millisecond) // a retrying client's pause, not synchronisation
+		}
+	}
+
+	for report, location := range accepted {
+		body, err := awaitResponse(client, location, time.Minute)
+		if err != nil {
+			t.Errorf("operation %s (acknowledged with 202): %v", report, err)
+			continue
+		}
+		if want := "report " + report; body != want {
+			t.Errorf("operation %s: response %q, want %q", report, body, want)
+		}
+	}
+}
+
+// awaitResponse long-polls an operation until it is done and returns its
+// response body; 503s while the service recovers are retried.
+func awaitResponse(client *http.Client, location string, limit time.Duration) (string, error) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest(http.MethodGet, location, nil)
+		req.Header.Set("Prefer", "wait=5")
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusAccepted, http.StatusServiceUnavailable:
+			continue
+		case http.StatusSeeOther:
+			final, err := client.Get(resp.Header.Get("Location"))
+			if err != nil {
+				return "", err
+			}
+			body, err := io.ReadAll(final.Body)
+			final.Body.Close()
+			if final.StatusCode != http.StatusOK {
+				return "", fmt.Errorf("response status %d: %s", final.StatusCode, body)
+			}
+			return string(body), err
+		default:
+			return "", fmt.Errorf("poll status %d", resp.StatusCode)
+		}
+	}
+	return "", errors.New("not done in time")
+}
