@@ -1,0 +1,237 @@
+package postgres_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/postgres"
+	"github.com/asyncreply/asyncreply/internal/testdb"
+)
+
+// The multi-process test runs this test binary again as the processes of a
+// deployment: roleVariable says which, schemaVariable where.
+const (
+	roleVariable   = "ASYNCREPLY_TEST_ROLE"
+	schemaVariable = "ASYNCREPLY_TEST_SCHEMA"
+	roleAccept     = "accept" // serves HTTP, accepts and answers polls, executes nothing
+	roleWork       = "work"   // executes operations, serves nothing
+)
+
+// processTimeout is the operations' timeout in the multi-process test: River
+// rescues the job of a killed worker once it has passed.
+const processTimeout = 3 * time.Second
+
+// runRole runs one process of the multi-process test until it is killed or
+// told to stop, and returns its exit code.
+func runRole(role string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	pool, err := pgxpool.New(ctx, testdb.URL())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer pool.Close()
+	pg, err := postgres.New(ctx, postgres.Config{
+		Pool: pool, Schema: os.Getenv(schemaVariable), Logger: logger,
+		RescueAfter: processTimeout, SkipMigrations: true,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var be backend.Backend = pg
+	if role == roleAccept {
+		be = acceptOnly{pg}
+	}
+	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchKey, Timeout: processTimeout})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mux := http.NewServeMux()
+	mux.Handle("POST /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // a slow report, long enough for a kill to land mid-run
+		case <-time.After(200 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "report %s of %s", r.PathValue("id"), body)
+	})))
+	handler := ar.Handler(mux)
+	defer ar.Shutdown(context.Background())
+
+	if role == roleWork {
+		fmt.Println("ready")
+		<-ctx.Done()
+		return 0
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	srv := &http.Server{Handler: handler}
+	go func() {
+		<-ctx.Done()
+		srv.Shutdown(context.Background())
+	}()
+	fmt.Println("ready http://" + ln.Addr().String())
+	srv.Serve(ln)
+	return 0
+}
+
+// process is a running role of the multi-process test.
+type process struct {
+	cmd *exec.Cmd
+	url string // for accept processes
+}
+
+func startProcess(t *testing.T, role, schema string) *process {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), roleVariable+"="+role, schemaVariable+"="+schema)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- strings.TrimSpace(line)
+		io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case line := <-ready:
+		if !strings.HasPrefix(line, "ready") {
+			t.Fatalf("%s process: %q, want ready", role, line)
+		}
+		p.url = strings.TrimSpace(strings.TrimPrefix(line, "ready"))
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s process not ready after 30s", role)
+	}
+	return p
+}
+
+// Two accepting processes and two workers share PostgreSQL. 200 operations
+// are accepted; one worker is killed with SIGKILL while it runs some of
+// them. Every accepted operation still reaches its terminal state, once,
+// with its own response, and a poll on either accepting process sees it.
+func TestMultiProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes and waits for River to rescue a killed worker's jobs")
+	}
+	t.Parallel()
+	pool := testdb.Pool(t, 4)
+	schema := testdb.Schema(t, pool)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := postgres.Migrate(ctx, pool, schema); err != nil {
+		t.Fatal(err)
+	}
+	accepters := []*process{startProcess(t, roleAccept, schema), startProcess(t, roleAccept, schema)}
+	doomed := startProcess(t, roleWork, schema)
+	startProcess(t, roleWork, schema)
+
+	const operations = 200
+	client := &http.Client{
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	locations := make([]string, operations)
+	var wg sync.WaitGroup
+	errs := make(chan error, operations)
+	for i := range operations {
+		wg.Go(func() {
+			resp, err := client.Post(fmt.Sprintf("%s/reports/%d", accepters[i%2].url, i), "text/plain", strings.NewReader(fmt.Sprint("body ", i)))
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				errs <- fmt.Errorf("submit %d: status %d", i, resp.StatusCode)
+				return
+			}
+			// Poll through the other accepting process.
+			locations[i] = strings.Replace(resp.Header.Get("Location"), accepters[i%2].url, accepters[(i+1)%2].url, 1)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	// Kill a worker in the middle of runs: once some operations finished,
+	// while others are running.
+	table := schema + ".asyncreply_operation"
+	for deadline := time.Now().Add(time.Minute); ; {
+		var finished, running int
+		err := pool.QueryRow(ctx, "SELECT count(*) FILTER (WHERE status = 'Succeeded'), count(*) FILTER (WHERE status = 'Running') FROM "+table).Scan(&finished, &running)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if finished >= 20 && running > 0 {
+			t.Logf("killing a worker with %d operations finished and %d running", finished, running)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers made no progress: %d finished, %d running", finished, running)
+		}
+		time.Sleep(20 * time.Millisecond) // watching a database, not synchronising goroutines
+	}
+	if err := doomed.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+
+	for i, location := range locations {
+		body, err := awaitResponse(client, location, 2*time.Minute)
+		if err != nil {
+			t.Fatalf("operation %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("report %d of body %d", i, i); body != want {
+			t.Errorf("operation %d: response %q, want %q", i, body, want)
+		}
+	}
+	var succeeded, retried int
+	err := pool.QueryRow(ctx, "SELECT count(*) FILTER (WHERE status = 'Succeeded' AND response IS NOT NULL), count(*) FILTER (WHERE attempt > 1) FROM "+table).Scan(&succeeded, &retried)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if succeeded != operations {
+		t.Errorf("%d operations succeeded with a stored response, want %d", succeeded, operations)
+	}
+	if retried == 0 {
+		t.Error("no operation was retried: the killed worker was running none, so the test proved nothing")
+	}
+	t.Logf("%d operations, %d of them replayed again after the worker died", succeeded, retried)
+}
