@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -185,4 +186,57 @@ func runAccept(b *testing.B, h http.Handler) {
 			}
 		}
 	})
+}
+
+// BenchmarkNotificationLatency measures how soon a watcher in one process
+// learns that another process completed an operation: two backends with
+// pools and LISTEN connections of their own, as two processes would have.
+// It reports the p50 and p99 of the time from the start of Complete to the
+// watcher's wake-up, which includes Complete's own round trip.
+func BenchmarkNotificationLatency(b *testing.B) {
+	pool := testdb.Pool(b, 4)
+	schema := testdb.Schema(b, pool)
+	ctx := context.Background()
+	newBackend := func() *postgres.Backend {
+		be, err := postgres.New(ctx, postgres.Config{Pool: testdb.Pool(b, 4), Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { be.Stop(context.Background()) })
+		return be
+	}
+	watcher, completer := newBackend(), newBackend()
+	latencies := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		id := asyncreplyStyleID()
+		now := time.Now()
+		if _, _, err := completer.Create(ctx, &backend.Operation{ID: id, Retention: time.Hour, CreatedAt: now}); err != nil {
+			b.Fatal(err)
+		}
+		changes, stop, _ := watcher.Watch(ctx, id)
+		b.StartTimer()
+		start := time.Now()
+		if _, err := completer.Complete(ctx, id, backend.Outcome{Status: backend.Succeeded, Response: []byte("x"), At: start}); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-changes:
+			latencies = append(latencies, time.Since(start))
+		case <-time.After(10 * time.Second):
+			b.Fatal("no notification within 10s")
+		}
+		stop()
+	}
+	reportPercentiles(b, latencies)
+}
+
+func reportPercentiles(b *testing.B, latencies []time.Duration) {
+	slices.Sort(latencies)
+	at := func(p float64) float64 {
+		return float64(latencies[min(len(latencies)-1, int(p*float64(len(latencies))))].Microseconds()) / 1000
+	}
+	b.ReportMetric(at(0.50), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
 }
