@@ -85,7 +85,9 @@ type Operation struct {
 	// Failure describes why the operation failed, set when Status is Failed.
 	Failure *Failure
 
-	// Timeout bounds one execution; zero means no limit.
+	// Timeout bounds one execution; zero means no limit, and then a durable
+	// backend cannot tell a dead worker from a slow one, so it never runs the
+	// operation again. The middleware always sets one.
 	Timeout time.Duration
 	// Retention is how long the operation is kept once done.
 	Retention time.Duration
@@ -208,7 +210,9 @@ type Backend interface {
 	// Stop stops taking operations for execution, waits for running
 	// executions to return until ctx ends, then cancels them with cause
 	// ErrShutdown and waits for them to return. It then releases the
-	// backend's resources; no goroutine of the backend outlives it.
+	// backend's resources; no goroutine of the backend outlives it. The
+	// store methods (Get and the others) still answer after Stop, so that
+	// what Stop left behind can be read.
 	Stop(ctx context.Context) error
 }
 

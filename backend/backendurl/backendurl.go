@@ -18,6 +18,7 @@ import (
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/backend/postgres"
+	"github.com/asyncreply/asyncreply/backend/sqlite"
 )
 
 // Options are the settings every backend takes, besides its URL.
@@ -40,6 +41,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 	switch strings.ToLower(scheme) {
 	case "memory":
 		return memory.New(memory.Config{Concurrency: opts.Concurrency}), nil
+	case "sqlite":
+		path, ok := strings.CutPrefix(rawURL[len(scheme):], "://")
+		if !ok || path == "" {
+			return nil, fmt.Errorf("backend URL %q: want sqlite://PATH, e.g. sqlite://./asyncreply.db or sqlite:///var/lib/asyncreply.db", rawURL)
+		}
+		return sqlite.New(ctx, sqlite.Config{Path: path, Concurrency: opts.Concurrency, Logger: opts.Logger})
 	case "postgres", "postgresql":
 		return openPostgres(ctx, rawURL, opts)
 	default:

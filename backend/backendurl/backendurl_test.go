@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +42,24 @@ func TestOpenMemory(t *testing.T) {
 	}
 	if _, ok := b.(*memory.Backend); !ok {
 		t.Fatalf("memory: opened a %T", b)
+	}
+}
+
+func TestOpenSQLite(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "ops.db")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := backendurl.Open(ctx, "sqlite://"+path, backendurl.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop(ctx)
+	if _, _, err := b.Create(ctx, &backend.Operation{ID: "opened-by-url", CreatedAt: time.Now(), Retention: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the database file was not created at %s: %v", path, err)
 	}
 }
 

@@ -79,7 +79,9 @@ func (w *Worker) SetExecute(execute backend.ExecuteFunc) error {
 // Timeout implements river.Worker.
 func (w *Worker) Timeout(job *river.Job[Args]) time.Duration {
 	if job.Args.Timeout <= 0 {
-		return -1 // no limit: the operation has none
+		// No limit, as the operation has none; River then never rescues the
+		// job from a dead worker, as backend.Operation.Timeout documents.
+		return -1
 	}
 	return job.Args.Timeout + timeoutGrace
 }

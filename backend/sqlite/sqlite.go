@@ -1,0 +1,771 @@
+// Package sqlite is the SQLite backend, the embedded default: operations live
+// in one database file, run as River jobs, and survive restarts. Several
+// processes on one machine may share the file, a gateway that accepts
+// operations and a worker process that executes them, say.
+//
+// It is pure Go (modernc.org/sqlite): no cgo. Accepting an operation is one
+// transaction that inserts its row and its River job, so a 202 is never sent
+// for an operation that is not both stored and scheduled. River executes it
+// at least once: when a worker dies, River rescues the job once its timeout
+// has passed and another worker replays it; the first completed attempt's
+// outcome is the one stored.
+//
+// SQLite has no LISTEN/NOTIFY. A change wakes the watchers of the process
+// that made it at once; the other processes on the file find it when they
+// next poll, every Config.PollInterval while they have watchers and not at
+// all while they have none.
+//
+// The file must be on a local file system: SQLite's locking, which lets the
+// processes take turns writing, is unreliable over network file systems.
+package sqlite
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivertype"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/internal/riverjob"
+	"github.com/asyncreply/asyncreply/backend/internal/watch"
+)
+
+// Defaults of Config's fields.
+const (
+	DefaultConcurrency  = 100
+	DefaultRescueAfter  = time.Minute
+	DefaultPollInterval = 25 * time.Millisecond
+)
+
+// busyTimeout is how long a write waits for another connection's write
+// transaction on the same file to end before it fails with ErrUnavailable.
+const busyTimeout = 5 * time.Second
+
+// Config configures a SQLite backend.
+type Config struct {
+	// Path is the database file, created if it does not exist. Required.
+	// Processes that share operations open the same file.
+	Path string
+
+	// Concurrency is how many operations this process executes at once.
+	// Defaults to DefaultConcurrency.
+	Concurrency int
+
+	// RescueAfter is how long a running job must have run before River may
+	// consider its worker dead and run it again; it is also never before the
+	// operation's own timeout has passed. Defaults to DefaultRescueAfter.
+	RescueAfter time.Duration
+
+	// SkipMigrations leaves the schema as it is; use it when migrations are
+	// applied by an explicit Migrate step. Defaults to false: New migrates.
+	SkipMigrations bool
+
+	// Logger receives River's logs and the backend's. Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+
+	// PollInterval is how often the backend looks for changes made by other
+	// processes on the file, while this process has watchers: it bounds how
+	// late a watcher learns of them. Defaults to DefaultPollInterval.
+	PollInterval time.Duration
+}
+
+// Backend is a SQLite backend.Backend. Create it with New.
+type Backend struct {
+	path         string
+	dbMu         sync.RWMutex // held for reading by every call that uses db
+	db           *sql.DB      // nil once Stop has closed it
+	river        *river.Client[*sql.Tx]
+	worker       *riverjob.Worker
+	logger       *slog.Logger
+	pollInterval time.Duration
+
+	watchers   watch.Hub
+	watchBegun chan struct{} // wakes the idle poller
+	stopPoller context.CancelFunc
+	polling    sync.WaitGroup
+	stopOnce   sync.Once
+	started    bool
+	startMu    sync.Mutex
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// Open opens the database file at path as the backend uses it: a WAL
+// journal, so that reading never waits for writing; transactions that take
+// the write lock as they begin, so that one waits for another at its start
+// instead of failing at its first write; a busy timeout, so that connections
+// to the file, in this process or another, wait for each other's writes
+// instead of failing at once; and one
+// connection, as River's SQLite driver recommends, so that this process's
+// queries queue in database/sql rather than contend for SQLite's lock.
+//
+// With one connection, a transaction holds the whole *sql.DB: while one is
+// open, every query must go through it.
+func Open(path string) (*sql.DB, error) {
+	if path == "" {
+		return nil, errors.New("sqlite: the database path is empty")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	// A URI filename: '?' and '#' would end the path, and '%' starts an escape.
+	escaped := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(filepath.ToSlash(abs))
+	db, err := sql.Open("sqlite", fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_txlock=immediate",
+		escaped, busyTimeout.Milliseconds()))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+// New opens the file at cfg.Path and returns a backend on it, migrating its
+// schema first unless cfg.SkipMigrations is set. The backend owns the
+// database and closes it in Stop. It starts its poller at once, so that
+// watchers in a process that only accepts are woken too; Stop ends it.
+func New(ctx context.Context, cfg Config) (*Backend, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("sqlite: Config.Path is required")
+	}
+	path, err := filepath.Abs(cfg.Path) // as it is now, should the working directory change
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	cfg.Path = path
+	cfg.Concurrency = cmp.Or(max(cfg.Concurrency, 0), DefaultConcurrency)
+	cfg.RescueAfter = cmp.Or(max(cfg.RescueAfter, 0), DefaultRescueAfter)
+	cfg.PollInterval = cmp.Or(max(cfg.PollInterval, 0), DefaultPollInterval)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	db, err := Open(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	b, err := newBackend(ctx, db, cfg)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
+	if err := connect(ctx, db); err != nil {
+		return nil, translate(fmt.Errorf("sqlite: opening %s: %w", cfg.Path, err))
+	}
+	if !cfg.SkipMigrations {
+		if err := migrate(ctx, db, cfg.Logger); err != nil {
+			return nil, err
+		}
+	}
+	b := &Backend{
+		path:         cfg.Path,
+		db:           db,
+		logger:       cfg.Logger,
+		pollInterval: cfg.PollInterval,
+		watchBegun:   make(chan struct{}, 1),
+	}
+	b.worker = riverjob.NewWorker(b.failExhausted)
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, b.worker); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	client, err := river.NewClient(riversqlite.New(db), &river.Config{
+		Queues:               map[string]river.QueueConfig{riverjob.Queue: {MaxWorkers: cfg.Concurrency}},
+		Workers:              workers,
+		Logger:               cfg.Logger,
+		JobTimeout:           cfg.RescueAfter,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		MaxAttempts:          riverjob.MaxAttempts,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: creating the River client: %w", err)
+	}
+	b.river = client
+
+	pollCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b.stopPoller = cancel
+	b.polling.Add(1)
+	go b.poll(pollCtx)
+	return b, nil
+}
+
+// connect opens db's connection. A new file's switch to WAL, which the first
+// connection of every process asks for, takes a lock that SQLite does not
+// wait for, so processes starting together on a new file retry, until the
+// busy timeout as for any other lock.
+func connect(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(busyTimeout)
+	delay := time.Millisecond
+	for {
+		err := db.PingContext(ctx)
+		var sqliteErr *sqlite.Error
+		if err == nil || !errors.As(err, &sqliteErr) || sqliteErr.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 100*time.Millisecond)
+	}
+}
+
+// columns are read in this order by scanOperation.
+const columns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
+	attempt, request, response, failure_status, failure_title, failure_detail,
+	timeout_us, retention_us, created_at, updated_at, expires_at`
+
+func scanOperation(row interface{ Scan(...any) error }) (*backend.Operation, error) {
+	var (
+		op                          backend.Operation
+		failureStatus               sql.NullInt64
+		failureTitle, failureDetail sql.NullString
+		timeoutUS, retentionUS      int64
+		createdAt, updatedAt        int64
+		expiresAt                   sql.NullInt64
+	)
+	err := row.Scan(&op.ID, &op.Owner, &op.IdempotencyKey, &op.Fingerprint, &op.Status,
+		&op.Progress.Percent, &op.Progress.Message, &op.Attempt, &op.Request, &op.Response,
+		&failureStatus, &failureTitle, &failureDetail, &timeoutUS, &retentionUS,
+		&createdAt, &updatedAt, &expiresAt)
+	if err != nil {
+		return nil, err
+	}
+	if failureStatus.Valid {
+		op.Failure = &backend.Failure{Status: int(failureStatus.Int64), Title: failureTitle.String, Detail: failureDetail.String}
+	}
+	op.Timeout = time.Duration(timeoutUS) * time.Microsecond
+	op.Retention = time.Duration(retentionUS) * time.Microsecond
+	op.CreatedAt, op.UpdatedAt = fromMicros(createdAt), fromMicros(updatedAt)
+	if expiresAt.Valid {
+		op.ExpiresAt = fromMicros(expiresAt.Int64)
+	}
+	return &op, nil
+}
+
+// Create implements backend.Backend: the operation's row and its River job
+// are inserted in one transaction.
+func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.Operation, bool, error) {
+	db, release, err := b.database()
+	if err != nil {
+		return nil, false, fmt.Errorf("sqlite: create: %w", err)
+	}
+	defer release()
+	// The transaction holds the file's write lock from its start, so Creates
+	// with the same key, in this process or another, run one after the other
+	// and exactly one inserts.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
+	}
+	defer tx.Rollback()
+
+	if op.IdempotencyKey != "" {
+		existing, err := scanOperation(tx.QueryRowContext(ctx, "SELECT "+columns+` FROM asyncreply_operation
+			WHERE owner = ? AND idempotency_key = ? AND idempotency_key <> '' AND status <> 'Canceled'
+				AND (expires_at IS NULL OR expires_at > ?)
+			ORDER BY created_at DESC LIMIT 1`, op.Owner, op.IdempotencyKey, micros(op.CreatedAt)))
+		switch {
+		case err == nil:
+			return existing, false, nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
+		}
+	}
+
+	job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: op.ID, Timeout: op.Timeout}, nil)
+	if err != nil {
+		return nil, false, translate(fmt.Errorf("sqlite: create: inserting the job: %w", err))
+	}
+	stored := *op
+	stored.Fingerprint, stored.Request = bytes.Clone(op.Fingerprint), bytes.Clone(op.Request)
+	stored.Status, stored.Attempt, stored.Progress = backend.NotStarted, 0, backend.Progress{}
+	stored.Response, stored.Failure, stored.ExpiresAt = nil, nil, time.Time{}
+	stored.CreatedAt = fromMicros(micros(stored.CreatedAt))
+	stored.UpdatedAt = fromMicros(micros(cmp.Or(stored.UpdatedAt, stored.CreatedAt)))
+	_, err = tx.ExecContext(ctx, `INSERT INTO asyncreply_operation (id, owner, idempotency_key, fingerprint, status,
+		request, timeout_us, retention_us, created_at, updated_at, job_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		stored.ID, stored.Owner, stored.IdempotencyKey, stored.Fingerprint, string(stored.Status), stored.Request,
+		stored.Timeout.Microseconds(), stored.Retention.Microseconds(), micros(stored.CreatedAt), micros(stored.UpdatedAt),
+		job.Job.ID)
+	if err != nil {
+		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
+	}
+	return &stored, true, nil
+}
+
+// Get implements backend.Backend.
+func (b *Backend) Get(ctx context.Context, id string) (*backend.Operation, error) {
+	db, release, err := b.database()
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get: %w", err)
+	}
+	defer release()
+	op, err := scanOperation(db.QueryRowContext(ctx, "SELECT "+columns+" FROM asyncreply_operation WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, backend.ErrNotFound
+	}
+	if err != nil {
+		return nil, translate(fmt.Errorf("sqlite: get: %w", err))
+	}
+	return op, nil
+}
+
+// unfinished is the condition of every transition but Cancel.
+const unfinished = `status IN ('NotStarted', 'Running')`
+
+// MarkRunning implements backend.Backend.
+func (b *Backend) MarkRunning(ctx context.Context, id string, at time.Time) (*backend.Operation, error) {
+	db, release, err := b.database()
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: mark running: %w", err)
+	}
+	defer release()
+	op, err := scanOperation(db.QueryRowContext(ctx, `UPDATE asyncreply_operation
+		SET status = 'Running', attempt = attempt + 1, updated_at = ?
+		WHERE id = ? AND `+unfinished+` RETURNING `+columns, micros(at), id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, whyUnchanged(ctx, db, id)
+	}
+	if err != nil {
+		return nil, translate(fmt.Errorf("sqlite: mark running: %w", err))
+	}
+	b.watchers.Notify(id)
+	return op, nil
+}
+
+// SetProgress implements backend.Backend.
+func (b *Backend) SetProgress(ctx context.Context, id string, progress backend.Progress, at time.Time) error {
+	changed, err := b.update(ctx, id, `progress_percent = ?, progress_message = ?, updated_at = ?`,
+		progress.Percent, progress.Message, micros(at))
+	if err != nil {
+		return fmt.Errorf("sqlite: set progress: %w", err)
+	}
+	if !changed {
+		return b.whyUnchanged(ctx, id)
+	}
+	return nil
+}
+
+// Complete implements backend.Backend.
+func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outcome) (bool, error) {
+	if outcome.Status != backend.Succeeded && outcome.Status != backend.Failed {
+		return false, fmt.Errorf("sqlite: cannot complete with status %q", outcome.Status)
+	}
+	var failureStatus sql.NullInt64
+	var failureTitle, failureDetail sql.NullString
+	if f := outcome.Failure; f != nil {
+		failureStatus = sql.NullInt64{Int64: int64(f.Status), Valid: true}
+		failureTitle = sql.NullString{String: f.Title, Valid: true}
+		failureDetail = sql.NullString{String: f.Detail, Valid: true}
+	}
+	at := micros(outcome.At)
+	won, err := b.update(ctx, id, `status = ?, response = ?, failure_status = ?, failure_title = ?,
+		failure_detail = ?, request = NULL, updated_at = ?, expires_at = ? + retention_us`,
+		string(outcome.Status), outcome.Response, failureStatus, failureTitle, failureDetail, at, at)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: complete: %w", err)
+	}
+	if !won {
+		if err := b.whyUnchanged(ctx, id); !errors.Is(err, backend.ErrFinished) {
+			return false, err
+		}
+	}
+	return won, nil
+}
+
+// update applies set, whose parameters are args, to the operation id if it
+// is unfinished, and wakes its watchers if it did. It reports whether the
+// operation was changed.
+func (b *Backend) update(ctx context.Context, id, set string, args ...any) (bool, error) {
+	db, release, err := b.database()
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	result, err := db.ExecContext(ctx, "UPDATE asyncreply_operation SET "+set+" WHERE id = ? AND "+unfinished,
+		append(args, id)...)
+	if err != nil {
+		return false, translate(err)
+	}
+	n, err := result.RowsAffected()
+	if err != nil {
+		return false, translate(err)
+	}
+	if n == 0 {
+		return false, nil
+	}
+	b.watchers.Notify(id)
+	return true, nil
+}
+
+// queryer is a *sql.DB or a *sql.Tx: while a transaction is open, its
+// queries must go through it, the database's one connection being its.
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// whyUnchanged tells, after a transition changed nothing, whether the
+// operation is done or does not exist.
+func (b *Backend) whyUnchanged(ctx context.Context, id string) error {
+	db, release, err := b.database()
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	defer release()
+	return whyUnchanged(ctx, db, id)
+}
+
+func whyUnchanged(ctx context.Context, q queryer, id string) error {
+	var exists bool
+	err := q.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM asyncreply_operation WHERE id = ?)", id).Scan(&exists)
+	switch {
+	case err != nil:
+		return translate(fmt.Errorf("sqlite: %w", err))
+	case exists:
+		return backend.ErrFinished
+	default:
+		return backend.ErrNotFound
+	}
+}
+
+// Cancel implements backend.Backend. Canceling the River job in the same
+// transaction makes River cancel the running job's context wherever it runs,
+// and never retry it.
+func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
+	db, release, err := b.database()
+	if err != nil {
+		return fmt.Errorf("sqlite: cancel: %w", err)
+	}
+	defer release()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(fmt.Errorf("sqlite: cancel: %w", err))
+	}
+	defer tx.Rollback()
+	var previous backend.Status
+	var jobID int64
+	err = tx.QueryRowContext(ctx, "SELECT status, job_id FROM asyncreply_operation WHERE id = ?", id).Scan(&previous, &jobID)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return backend.ErrNotFound
+	case err != nil:
+		return translate(fmt.Errorf("sqlite: cancel: %w", err))
+	case previous == backend.Canceled:
+		return nil
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE asyncreply_operation SET status = 'Canceled', request = NULL, response = NULL,
+		failure_status = NULL, failure_title = NULL, failure_detail = NULL, updated_at = ?, expires_at = ? + retention_us
+		WHERE id = ?`, micros(at), micros(at), id)
+	if err != nil {
+		return translate(fmt.Errorf("sqlite: cancel: %w", err))
+	}
+	if !previous.Done() {
+		if _, err := b.river.JobCancelTx(ctx, tx, jobID); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
+			return translate(fmt.Errorf("sqlite: cancel: canceling the job: %w", err))
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return translate(fmt.Errorf("sqlite: cancel: %w", err))
+	}
+	b.watchers.Notify(id)
+	return nil
+}
+
+// Sweep implements backend.Backend. It also fails operations whose River job
+// was discarded (its attempts used up while workers died), which no worker
+// would otherwise ever finish.
+func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
+	db, release, err := b.database()
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: sweep: %w", err)
+	}
+	defer release()
+	orphaned, err := failOrphaned(ctx, db, now)
+	if err != nil {
+		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
+	}
+	for _, id := range orphaned {
+		b.watchers.Notify(id)
+	}
+	result, err := db.ExecContext(ctx, "DELETE FROM asyncreply_operation WHERE expires_at <= ?", micros(now))
+	if err != nil {
+		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
+	}
+	n, err := result.RowsAffected()
+	if err != nil {
+		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
+	}
+	return int(n), nil
+}
+
+func failOrphaned(ctx context.Context, db *sql.DB, now time.Time) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `UPDATE asyncreply_operation SET status = 'Failed', request = NULL,
+			failure_status = 503, failure_title = 'Operation abandoned',
+			failure_detail = 'Every attempt to execute the operation was interrupted before it finished.',
+			updated_at = ?, expires_at = ? + retention_us
+		WHERE `+unfinished+` AND EXISTS (
+			SELECT 1 FROM river_job WHERE river_job.id = asyncreply_operation.job_id AND river_job.state = 'discarded'
+		)
+		RETURNING id`, micros(now), micros(now))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return ids, rows.Close()
+}
+
+// failExhausted fails an operation whose last attempt was abandoned.
+func (b *Backend) failExhausted(ctx context.Context, id string) error {
+	_, err := b.Complete(ctx, id, backend.Outcome{
+		Status: backend.Failed,
+		Failure: &backend.Failure{Status: 503, Title: "Operation abandoned",
+			Detail: "Every attempt to execute the operation was interrupted before it finished."},
+		At: time.Now(),
+	})
+	return err
+}
+
+// Watch implements backend.Backend. A watcher may be woken twice for a
+// change made in its own process: at once, and again by the poller.
+func (b *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
+	changes, stop := b.watchers.Watch(id)
+	select {
+	case b.watchBegun <- struct{}{}:
+	default: // the poller has a wake-up pending already
+	}
+	return changes, stop, nil
+}
+
+// Start implements backend.Backend.
+func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error {
+	if err := b.worker.SetExecute(execute); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if err := b.river.Start(context.WithoutCancel(ctx)); err != nil {
+		return translate(fmt.Errorf("sqlite: starting River: %w", err))
+	}
+	b.startMu.Lock()
+	b.started = true
+	b.startMu.Unlock()
+	return nil
+}
+
+// Stop implements backend.Backend. Operations canceled by Stop go back to
+// River's queue without losing an attempt, for another process or the next
+// start to run.
+//
+// Stop closes the backend's database. The operations stay in the file, and
+// calls after Stop still read and change them, each opening the file for
+// itself; watchers are no longer woken for other processes' changes.
+func (b *Backend) Stop(ctx context.Context) error {
+	var err error
+	b.stopOnce.Do(func() {
+		b.startMu.Lock()
+		started := b.started
+		b.startMu.Unlock()
+		if started {
+			err = b.worker.Stop(ctx, b.river)
+		}
+		b.stopPoller()
+		b.polling.Wait()
+		b.dbMu.Lock()
+		defer b.dbMu.Unlock()
+		if closeErr := b.db.Close(); closeErr != nil {
+			err = errors.Join(err, fmt.Errorf("sqlite: closing the database: %w", closeErr))
+		}
+		b.db = nil
+	})
+	return err
+}
+
+// database returns the database for one call, and the function that ends
+// its use. Until Stop, that is the backend's own. Stop closes it, so that
+// nothing of the backend outlives Stop, but the operations stay in the file
+// and callers may still read and change them: each call then opens the file
+// for itself and closes it before it returns.
+func (b *Backend) database() (db *sql.DB, release func(), err error) {
+	b.dbMu.RLock()
+	if b.db != nil {
+		return b.db, b.dbMu.RUnlock, nil
+	}
+	b.dbMu.RUnlock()
+	db, err = Open(b.path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, func() { db.Close() }, nil
+}
+
+// pollBatch bounds the rows one poll reads at once.
+const pollBatch = 500
+
+// poll wakes this process's watchers for the changes other processes make,
+// reading them from the file every pollInterval while anyone watches, until
+// ctx ends. It idles while nobody watches.
+func (b *Backend) poll(ctx context.Context) {
+	defer b.polling.Done()
+	var seen int64 // the change counter up to which watchers have been woken
+	following := false
+	wait := b.pollInterval
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		if !b.watchers.Watched() {
+			following = false
+			select {
+			case <-ctx.Done():
+				return
+			case <-b.watchBegun:
+				continue
+			}
+		}
+		var err error
+		if following {
+			seen, err = b.notifyChangesAfter(ctx, seen)
+		} else {
+			// Changes made while nobody watched were not followed: follow from
+			// now on, and wake every watcher to re-read what happened between
+			// its watch and now.
+			seen, err = b.changeCounter(ctx)
+			if err == nil {
+				following = true
+				b.watchers.NotifyAll()
+			}
+		}
+		switch {
+		case err == nil:
+			wait = b.pollInterval
+		case ctx.Err() != nil:
+			return
+		default:
+			// Nothing is missed meanwhile: the next poll reads from seen on.
+			wait = min(2*wait, max(5*time.Second, b.pollInterval))
+			b.logger.Warn("asyncreply: sqlite: polling for changes failed; retrying", "error", err, "retry_in", wait)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+	}
+}
+
+// notifyChangesAfter wakes the watchers of the operations changed after
+// version seen and returns the version up to which it has.
+func (b *Backend) notifyChangesAfter(ctx context.Context, seen int64) (int64, error) {
+	for {
+		ids, last, err := b.changesAfter(ctx, seen)
+		if err != nil {
+			return seen, err
+		}
+		for _, id := range ids {
+			b.watchers.Notify(id)
+		}
+		seen = last
+		if len(ids) < pollBatch {
+			return seen, nil
+		}
+	}
+}
+
+func (b *Backend) changeCounter(ctx context.Context) (int64, error) {
+	db, release, err := b.database()
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	var version int64
+	err = db.QueryRowContext(ctx, "SELECT version FROM asyncreply_change").Scan(&version)
+	return version, err
+}
+
+func (b *Backend) changesAfter(ctx context.Context, seen int64) (ids []string, last int64, err error) {
+	db, release, err := b.database()
+	if err != nil {
+		return nil, seen, err
+	}
+	defer release()
+	rows, err := db.QueryContext(ctx, "SELECT id, version FROM asyncreply_operation WHERE version > ? ORDER BY version LIMIT ?",
+		seen, pollBatch)
+	if err != nil {
+		return nil, seen, err
+	}
+	defer rows.Close()
+	last = seen
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id, &last); err != nil {
+			return nil, seen, err
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, seen, err
+	}
+	return ids, last, nil
+}
+
+// translate marks errors that mean the database could not be used as
+// backend.ErrUnavailable, so that callers answer 503: the file is locked by
+// another process for longer than the busy timeout or the caller waits, or
+// the disk failed or is full.
+func translate(err error) error {
+	if err == nil || errors.Is(err, backend.ErrUnavailable) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	var sqliteErr *sqlite.Error
+	if errors.As(err, &sqliteErr) {
+		switch sqliteErr.Code() & 0xff { // the primary code of an extended one
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN,
+			sqlite3.SQLITE_FULL, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_READONLY:
+			return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
+		}
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn) {
+		return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
+	}
+	return err
+}
+
+// micros is how times are stored: unix microseconds, which round-trip
+// exactly the microsecond precision the backend keeps.
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
