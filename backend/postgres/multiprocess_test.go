@@ -1,7 +1,6 @@
 package postgres_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -23,16 +21,21 @@ import (
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/postgres"
 	"github.com/asyncreply/asyncreply/internal/testdb"
+	"github.com/asyncreply/asyncreply/internal/testprocess"
 )
 
 // The multi-process test runs this test binary again as the processes of a
-// deployment: roleVariable says which, schemaVariable where.
+// deployment, in the schema schemaVariable names.
 const (
-	roleVariable   = "ASYNCREPLY_TEST_ROLE"
 	schemaVariable = "ASYNCREPLY_TEST_SCHEMA"
 	roleAccept     = "accept" // serves HTTP, accepts and answers polls, executes nothing
 	roleWork       = "work"   // executes operations, serves nothing
 )
+
+var roles = map[string]func() int{
+	roleAccept: func() int { return runRole(roleAccept) },
+	roleWork:   func() int { return runRole(roleWork) },
+}
 
 // processTimeout is the operations' timeout in the multi-process test: River
 // rescues the job of a killed worker once it has passed.
@@ -100,47 +103,6 @@ func runRole(role string) int {
 	return 0
 }
 
-// process is a running role of the multi-process test.
-type process struct {
-	cmd *exec.Cmd
-	url string // for accept processes
-}
-
-func startProcess(t *testing.T, role, schema string) *process {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), roleVariable+"="+role, schemaVariable+"="+schema)
-	cmd.Stderr = os.Stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &process{cmd: cmd}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- strings.TrimSpace(line)
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case line := <-ready:
-		if !strings.HasPrefix(line, "ready") {
-			t.Fatalf("%s process: %q, want ready", role, line)
-		}
-		p.url = strings.TrimSpace(strings.TrimPrefix(line, "ready"))
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s process not ready after 30s", role)
-	}
-	return p
-}
-
 // Two accepting processes and two workers share PostgreSQL. 200 operations
 // are accepted; one worker is killed with SIGKILL while it runs some of
 // them. Every accepted operation still reaches its terminal state, once,
@@ -157,9 +119,10 @@ func TestMultiProcess(t *testing.T) {
 	if err := postgres.Migrate(ctx, pool, schema); err != nil {
 		t.Fatal(err)
 	}
-	accepters := []*process{startProcess(t, roleAccept, schema), startProcess(t, roleAccept, schema)}
-	doomed := startProcess(t, roleWork, schema)
-	startProcess(t, roleWork, schema)
+	env := schemaVariable + "=" + schema
+	accepters := []*testprocess.Process{testprocess.Start(t, roleAccept, env), testprocess.Start(t, roleAccept, env)}
+	doomed := testprocess.Start(t, roleWork, env)
+	testprocess.Start(t, roleWork, env)
 
 	const operations = 200
 	client := &http.Client{
@@ -171,7 +134,7 @@ func TestMultiProcess(t *testing.T) {
 	errs := make(chan error, operations)
 	for i := range operations {
 		wg.Go(func() {
-			resp, err := client.Post(fmt.Sprintf("%s/reports/%d", accepters[i%2].url, i), "text/plain", strings.NewReader(fmt.Sprint("body ", i)))
+			resp, err := client.Post(fmt.Sprintf("%s/reports/%d", accepters[i%2].Ready, i), "text/plain", strings.NewReader(fmt.Sprint("body ", i)))
 			if err != nil {
 				errs <- err
 				return
@@ -182,7 +145,7 @@ func TestMultiProcess(t *testing.T) {
 				return
 			}
 			// Poll through the other accepting process.
-			locations[i] = strings.Replace(resp.Header.Get("Location"), accepters[i%2].url, accepters[(i+1)%2].url, 1)
+			locations[i] = strings.Replace(resp.Header.Get("Location"), accepters[i%2].Ready, accepters[(i+1)%2].Ready, 1)
 		})
 	}
 	wg.Wait()
@@ -209,12 +172,10 @@ func TestMultiProcess(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // watching a database, not synchronising goroutines
 	}
-	if err := doomed.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
+	doomed.Kill(t)
 
 	for i, location := range locations {
-		body, err := awaitResponse(client, location, 2*time.Minute)
+		body, err := testprocess.AwaitResponse(client, location, 2*time.Minute)
 		if err != nil {
 			t.Fatalf("operation %d: %v", i, err)
 		}

@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend/postgres"
 	"github.com/asyncreply/asyncreply/internal/testdb"
+	"github.com/asyncreply/asyncreply/internal/testprocess"
 )
 
 // cutProxy forwards TCP connections to PostgreSQL until it is cut: then it
@@ -214,7 +214,7 @@ func TestOutage(t *testing.T) {
 	}
 
 	for report, location := range accepted {
-		body, err := awaitResponse(client, location, time.Minute)
+		body, err := testprocess.AwaitResponse(client, location, time.Minute)
 		if err != nil {
 			t.Errorf("operation %s (acknowledged with 202): %v", report, err)
 			continue
@@ -223,38 +223,4 @@ func TestOutage(t *testing.T) {
 			t.Errorf("operation %s: response %q, want %q", report, body, want)
 		}
 	}
-}
-
-// awaitResponse long-polls an operation until it is done and returns its
-// response body; 503s while the service recovers are retried.
-func awaitResponse(client *http.Client, location string, limit time.Duration) (string, error) {
-	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequest(http.MethodGet, location, nil)
-		req.Header.Set("Prefer", "wait=5")
-		resp, err := client.Do(req)
-		if err != nil {
-			return "", err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		switch resp.StatusCode {
-		case http.StatusAccepted, http.StatusServiceUnavailable:
-			continue
-		case http.StatusSeeOther:
-			final, err := client.Get(resp.Header.Get("Location"))
-			if err != nil {
-				return "", err
-			}
-			body, err := io.ReadAll(final.Body)
-			final.Body.Close()
-			if final.StatusCode != http.StatusOK {
-				return "", fmt.Errorf("response status %d: %s", final.StatusCode, body)
-			}
-			return string(body), err
-		default:
-			return "", fmt.Errorf("poll status %d", resp.StatusCode)
-		}
-	}
-	return "", errors.New("not done in time")
 }

@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -13,12 +12,11 @@ import (
 	"github.com/asyncreply/asyncreply/backend/backendtest"
 	"github.com/asyncreply/asyncreply/backend/postgres"
 	"github.com/asyncreply/asyncreply/internal/testdb"
+	"github.com/asyncreply/asyncreply/internal/testprocess"
 )
 
 func TestMain(m *testing.M) {
-	if role := os.Getenv(roleVariable); role != "" {
-		os.Exit(runRole(role)) // a process of the multi-process test
-	}
+	testprocess.Role(roles) // when run as a process of the multi-process test
 	goleak.VerifyTestMain(m)
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/backendtest"
 	"github.com/asyncreply/asyncreply/backend/sqlite"
+	"github.com/asyncreply/asyncreply/internal/testprocess"
 )
 
 // waitTimeout bounds every wait for a backend's signal, so that a backend
@@ -26,6 +27,7 @@ const waitTimeout = 10 * time.Second
 // TestMain fails the run if a backend (its River client, its poller, its
 // database) leaves a goroutine behind once every backend has been stopped.
 func TestMain(m *testing.M) {
+	testprocess.Role(roles) // when run as the server of the restart test
 	goleak.VerifyTestMain(m)
 }
 
