@@ -7,8 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"slices"
 	"testing"
 	"time"
 
@@ -17,9 +15,8 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
-	"github.com/asyncreply/asyncreply"
-	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/postgres"
+	"github.com/asyncreply/asyncreply/internal/benchutil"
 	"github.com/asyncreply/asyncreply/internal/testdb"
 )
 
@@ -109,12 +106,6 @@ func asyncreplyStyleID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// acceptOnly is a backend whose process accepts but never executes, as a
-// gateway beside separate worker processes does.
-type acceptOnly struct{ backend.Backend }
-
-func (acceptOnly) Start(context.Context, backend.ExecuteFunc) error { return nil }
-
 // BenchmarkAccept compares accepting on PostgreSQL with the hand-written
 // River baseline, both over loopback HTTP with concurrent clients, the
 // database on the same machine. "accept-only" runs no workers on either
@@ -130,62 +121,12 @@ func BenchmarkAccept(b *testing.B) {
 		mode := map[bool]string{false: "accept-only", true: "with-execution"}[execute]
 		b.Run(mode+"/baseline=river-by-hand", func(b *testing.B) {
 			pool := testdb.Pool(b, 20)
-			runAccept(b, byHand(b, pool, testdb.Schema(b, pool), execute))
+			benchutil.RunAccept(b, byHand(b, pool, testdb.Schema(b, pool), execute))
 		})
 		b.Run(mode+"/asyncreply", func(b *testing.B) {
-			runAccept(b, newAsyncreply(b, execute))
+			benchutil.RunAccept(b, newAsyncreply(b, execute))
 		})
 	}
-}
-
-func newAsyncreply(b *testing.B, execute bool) http.Handler {
-	pool := testdb.Pool(b, 20)
-	ctx := context.Background()
-	pg, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: testdb.Schema(b, pool), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var be backend.Backend = pg
-	if !execute {
-		be = acceptOnly{pg}
-	}
-	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Key: benchKey, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ar.Shutdown(context.Background()) })
-	mux := http.NewServeMux()
-	mux.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "report "+r.PathValue("id"))
-	})))
-	return ar.Handler(mux)
-}
-
-var benchKey = make([]byte, 32) // encryption on, as in production
-
-func runAccept(b *testing.B, h http.Handler) {
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	defer client.CloseIdleConnections()
-	b.SetParallelism(8) // requests wait on the database: keep it busy
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			resp, err := client.Get(srv.URL + "/reports/7")
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusAccepted {
-				b.Errorf("status %d, want 202", resp.StatusCode)
-				return
-			}
-		}
-	})
 }
 
 // BenchmarkNotificationLatency measures how soon a watcher in one process
@@ -196,47 +137,27 @@ func runAccept(b *testing.B, h http.Handler) {
 func BenchmarkNotificationLatency(b *testing.B) {
 	pool := testdb.Pool(b, 4)
 	schema := testdb.Schema(b, pool)
-	ctx := context.Background()
 	newBackend := func() *postgres.Backend {
-		be, err := postgres.New(ctx, postgres.Config{Pool: testdb.Pool(b, 4), Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+		be, err := postgres.New(context.Background(), postgres.Config{Pool: testdb.Pool(b, 4), Schema: schema, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { be.Stop(context.Background()) })
 		return be
 	}
-	watcher, completer := newBackend(), newBackend()
-	latencies := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for range b.N {
-		b.StopTimer()
-		id := asyncreplyStyleID()
-		now := time.Now()
-		if _, _, err := completer.Create(ctx, &backend.Operation{ID: id, Retention: time.Hour, CreatedAt: now}); err != nil {
-			b.Fatal(err)
-		}
-		changes, stop, _ := watcher.Watch(ctx, id)
-		b.StartTimer()
-		start := time.Now()
-		if _, err := completer.Complete(ctx, id, backend.Outcome{Status: backend.Succeeded, Response: []byte("x"), At: start}); err != nil {
-			b.Fatal(err)
-		}
-		select {
-		case <-changes:
-			latencies = append(latencies, time.Since(start))
-		case <-time.After(10 * time.Second):
-			b.Fatal("no notification within 10s")
-		}
-		stop()
-	}
-	reportPercentiles(b, latencies)
+	benchutil.NotificationLatency(b, newBackend(), newBackend(), asyncreplyStyleID)
 }
 
-func reportPercentiles(b *testing.B, latencies []time.Duration) {
-	slices.Sort(latencies)
-	at := func(p float64) float64 {
-		return float64(latencies[min(len(latencies)-1, int(p*float64(len(latencies))))].Microseconds()) / 1000
+// newAsyncreply serves the benchmark application on a PostgreSQL backend of
+// its own; without execute, the process only accepts.
+func newAsyncreply(b *testing.B, execute bool) http.Handler {
+	pool := testdb.Pool(b, 20)
+	pg, err := postgres.New(context.Background(), postgres.Config{Pool: pool, Schema: testdb.Schema(b, pool), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.ReportMetric(at(0.50), "p50-ms")
-	b.ReportMetric(at(0.99), "p99-ms")
+	if !execute {
+		return benchutil.App(b, benchutil.AcceptOnly{Backend: pg})
+	}
+	return benchutil.App(b, pg)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/postgres"
+	"github.com/asyncreply/asyncreply/internal/benchutil"
 	"github.com/asyncreply/asyncreply/internal/testdb"
 	"github.com/asyncreply/asyncreply/internal/testprocess"
 )
@@ -63,9 +64,9 @@ func runRole(role string) int {
 	}
 	var be backend.Backend = pg
 	if role == roleAccept {
-		be = acceptOnly{pg}
+		be = benchutil.AcceptOnly{Backend: pg}
 	}
-	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchKey, Timeout: processTimeout})
+	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchutil.Key, Timeout: processTimeout})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -18,6 +18,7 @@ import (
 
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend/postgres"
+	"github.com/asyncreply/asyncreply/internal/benchutil"
 	"github.com/asyncreply/asyncreply/internal/testdb"
 	"github.com/asyncreply/asyncreply/internal/testprocess"
 )
@@ -135,7 +136,7 @@ func TestOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchKey})
+	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchutil.Key})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 }
 
 // newPath returns a database file of the test's own.
-func newPath(t *testing.T) string {
+func newPath(t testing.TB) string {
 	t.Helper()
 	return filepath.Join(t.TempDir(), "asyncreply.db")
 }
@@ -40,7 +40,7 @@ func newPath(t *testing.T) string {
 // newBackend returns a backend on the file at path, stopped at the end of the
 // test. Backends on one path stand for processes sharing the file: each has
 // its own *sql.DB.
-func newBackend(t *testing.T, path string) *sqlite.Backend {
+func newBackend(t testing.TB, path string) *sqlite.Backend {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
