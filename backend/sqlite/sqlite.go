@@ -96,11 +96,15 @@ type Backend struct {
 
 	watchers   watch.Hub
 	watchBegun chan struct{} // wakes the idle poller
-	stopPoller context.CancelFunc
-	polling    sync.WaitGroup
-	stopOnce   sync.Once
-	started    bool
-	startMu    sync.Mutex
+
+	creates       chan *createRequest // to the group committer
+	stopCommitter chan struct{}
+	committing    sync.WaitGroup
+	stopPoller    context.CancelFunc
+	polling       sync.WaitGroup
+	stopOnce      sync.Once
+	started       bool
+	startMu       sync.Mutex
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -204,6 +208,9 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 	b.stopPoller = cancel
 	b.polling.Add(1)
 	go b.poll(pollCtx)
+	b.creates, b.stopCommitter = make(chan *createRequest), make(chan struct{})
+	b.committing.Add(1)
+	go b.commitCreates()
 	return b, nil
 }
 
@@ -270,6 +277,111 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 		return nil, false, fmt.Errorf("sqlite: create: %w", err)
 	}
 	defer release()
+	if db != b.db { // stopped: no group committer any more
+		return b.createAlone(ctx, db, op)
+	}
+	req := &createRequest{ctx: ctx, op: op, done: make(chan createResult, 1)}
+	select {
+	case b.creates <- req:
+	case <-ctx.Done():
+		return nil, false, translate(fmt.Errorf("sqlite: create: %w", ctx.Err()))
+	}
+	select {
+	case res := <-req.done:
+		return res.stored, res.created, res.err
+	case <-ctx.Done():
+		// The operation may still be committed; the caller, told it was not,
+		// will not acknowledge it, which is the safe side.
+		return nil, false, translate(fmt.Errorf("sqlite: create: %w", ctx.Err()))
+	}
+}
+
+// createRequest is one Create waiting for the group committer.
+type createRequest struct {
+	ctx  context.Context
+	op   *backend.Operation
+	done chan createResult
+}
+
+type createResult struct {
+	stored  *backend.Operation
+	created bool
+	err     error
+}
+
+// maxCreateBatch bounds how many Creates share one transaction.
+const maxCreateBatch = 256
+
+// commitCreates is the group committer: every commit costs an fsync, so the
+// Creates that arrive while one transaction commits are inserted together in
+// the next. A lone Create does not wait for company.
+func (b *Backend) commitCreates() {
+	defer b.committing.Done()
+	for {
+		var batch []*createRequest
+		select {
+		case req := <-b.creates:
+			batch = append(batch, req)
+		case <-b.stopCommitter:
+			return
+		}
+	gather:
+		for len(batch) < maxCreateBatch {
+			select {
+			case req := <-b.creates:
+				batch = append(batch, req)
+			default:
+				break gather
+			}
+		}
+		b.createBatch(batch)
+	}
+}
+
+// createBatch inserts a batch in one transaction. If the transaction fails,
+// each Create is tried alone, so that one bad operation fails only itself.
+func (b *Backend) createBatch(batch []*createRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), busyTimeout+5*time.Second)
+	defer cancel()
+	results, err := b.createTogether(ctx, batch)
+	for i, req := range batch {
+		switch {
+		case err == nil:
+			req.done <- results[i]
+		case len(batch) == 1:
+			req.done <- createResult{err: err}
+		default:
+			stored, created, err := b.createAlone(req.ctx, b.db, req.op)
+			req.done <- createResult{stored, created, err}
+		}
+	}
+}
+
+func (b *Backend) createTogether(ctx context.Context, batch []*createRequest) ([]createResult, error) {
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, translate(fmt.Errorf("sqlite: create: %w", err))
+	}
+	defer tx.Rollback()
+	results := make([]createResult, len(batch))
+	for i, req := range batch {
+		if err := req.ctx.Err(); err != nil {
+			results[i].err = translate(fmt.Errorf("sqlite: create: %w", err)) // given up: not inserted
+			continue
+		}
+		results[i].stored, results[i].created, err = b.createInTx(ctx, tx, req.op)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, translate(fmt.Errorf("sqlite: create: %w", err))
+	}
+	return results, nil
+}
+
+// createAlone creates one operation in a transaction of its own.
+func (b *Backend) createAlone(ctx context.Context, db *sql.DB, op *backend.Operation) (*backend.Operation, bool, error) {
 	// The transaction holds the file's write lock from its start, so Creates
 	// with the same key, in this process or another, run one after the other
 	// and exactly one inserts.
@@ -278,7 +390,20 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
 	}
 	defer tx.Rollback()
+	stored, created, err := b.createInTx(ctx, tx, op)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
+	}
+	return stored, created, nil
+}
 
+// createInTx inserts op and its job in tx, unless an operation with its
+// idempotency key exists, which it returns instead. The transaction holds
+// the file's write lock, so no other Create runs meanwhile.
+func (b *Backend) createInTx(ctx context.Context, tx *sql.Tx, op *backend.Operation) (*backend.Operation, bool, error) {
 	if op.IdempotencyKey != "" {
 		existing, err := scanOperation(tx.QueryRowContext(ctx, "SELECT "+columns+` FROM asyncreply_operation
 			WHERE owner = ? AND idempotency_key = ? AND idempotency_key <> '' AND status <> 'Canceled'
@@ -309,9 +434,6 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 		stored.Timeout.Microseconds(), stored.Retention.Microseconds(), micros(stored.CreatedAt), micros(stored.UpdatedAt),
 		job.Job.ID)
 	if err != nil {
-		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
-	}
-	if err := tx.Commit(); err != nil {
 		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
 	}
 	return &stored, true, nil
@@ -603,8 +725,10 @@ func (b *Backend) Stop(ctx context.Context) error {
 		}
 		b.stopPoller()
 		b.polling.Wait()
-		b.dbMu.Lock()
+		b.dbMu.Lock() // waits for calls in flight, Creates included
 		defer b.dbMu.Unlock()
+		close(b.stopCommitter)
+		b.committing.Wait()
 		if closeErr := b.db.Close(); closeErr != nil {
 			err = errors.Join(err, fmt.Errorf("sqlite: closing the database: %w", closeErr))
 		}

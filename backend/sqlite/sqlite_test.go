@@ -529,3 +529,47 @@ func drain(ch <-chan struct{}) {
 	default:
 	}
 }
+
+// Creates that arrive together share a transaction; one that fails (here, a
+// duplicate ID) fails alone, and every other is stored.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, newPath(t))
+	duplicate := newOperation()
+	mustCreate(t, b, duplicate)
+
+	const creates = 64
+	errs := make(chan error, creates)
+	ids := make(chan string, creates)
+	var wg sync.WaitGroup
+	for i := range creates {
+		wg.Go(func() {
+			op := newOperation()
+			if i%8 == 0 {
+				op.ID = duplicate.ID
+			}
+			_, _, err := b.Create(t.Context(), op)
+			if err == nil {
+				ids <- op.ID
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	close(ids)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+		}
+	}
+	if failed != creates/8 {
+		t.Errorf("%d Creates failed, want exactly the %d with a duplicate ID", failed, creates/8)
+	}
+	for id := range ids {
+		if _, err := b.Get(t.Context(), id); err != nil {
+			t.Errorf("a Create that succeeded is not stored: %v", err)
+		}
+	}
+}
