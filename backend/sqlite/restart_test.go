@@ -118,6 +118,25 @@ func TestRestartAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Kill the server in the middle of runs: while some operations run.
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for deadline := time.Now().Add(time.Minute); ; {
+		var running int
+		if err := db.QueryRow("SELECT count(*) FROM asyncreply_operation WHERE status = 'Running'").Scan(&running); err != nil {
+			t.Fatal(err)
+		}
+		if running > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no operation started running within a minute")
+		}
+		time.Sleep(10 * time.Millisecond) // watching a file, not synchronising goroutines
+	}
 	first.Kill(t)
 	testprocess.Start(t, roleServe, pathVariable+"="+path, addrVariable+"="+strings.TrimPrefix(base, "http://"))
 
@@ -131,11 +150,6 @@ func TestRestartAfterKill(t *testing.T) {
 			t.Errorf("operation %d: response %q, want %q", i, body, want)
 		}
 	}
-	db, err := sqlite.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	var retried int
 	if err := db.QueryRow("SELECT count(*) FROM asyncreply_operation WHERE attempt > 1").Scan(&retried); err != nil {
 		t.Fatal(err)

@@ -103,8 +103,6 @@ type Backend struct {
 	stopPoller    context.CancelFunc
 	polling       sync.WaitGroup
 	stopOnce      sync.Once
-	started       bool
-	startMu       sync.Mutex
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -695,15 +693,9 @@ func (b *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, func()
 
 // Start implements backend.Backend.
 func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error {
-	if err := b.worker.SetExecute(execute); err != nil {
-		return fmt.Errorf("sqlite: %w", err)
+	if err := b.worker.Start(ctx, b.river, execute); err != nil {
+		return translate(fmt.Errorf("sqlite: %w", err))
 	}
-	if err := b.river.Start(context.WithoutCancel(ctx)); err != nil {
-		return translate(fmt.Errorf("sqlite: starting River: %w", err))
-	}
-	b.startMu.Lock()
-	b.started = true
-	b.startMu.Unlock()
 	return nil
 }
 
@@ -717,12 +709,7 @@ func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error 
 func (b *Backend) Stop(ctx context.Context) error {
 	var err error
 	b.stopOnce.Do(func() {
-		b.startMu.Lock()
-		started := b.started
-		b.startMu.Unlock()
-		if started {
-			err = b.worker.Stop(ctx, b.river)
-		}
+		err = b.worker.Stop(ctx, b.river)
 		b.stopPoller()
 		b.polling.Wait()
 		b.dbMu.Lock() // waits for calls in flight, Creates included

@@ -54,6 +54,7 @@ type Worker struct {
 
 	mu        sync.RWMutex
 	execute   backend.ExecuteFunc
+	started   bool // the River client was started, so Stop must stop it
 	stopping  atomic.Bool
 	exhausted func(ctx context.Context, id string) error
 }
@@ -64,15 +65,27 @@ func NewWorker(exhausted func(ctx context.Context, id string) error) *Worker {
 	return &Worker{exhausted: exhausted}
 }
 
-// SetExecute sets the function that runs operations; it returns an error if
-// one is set already (Start may be called once).
-func (w *Worker) SetExecute(execute backend.ExecuteFunc) error {
+// Client is the part of a River client that Start and Stop need.
+type Client interface {
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+	StopAndCancel(ctx context.Context) error
+}
+
+// Start implements backend.Backend.Start for a backend whose operations run
+// on client: it sets the function that runs them and starts client, which
+// runs until Stop. It returns an error if called before.
+func (w *Worker) Start(ctx context.Context, client Client, execute backend.ExecuteFunc) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.execute != nil {
 		return errors.New("backend already started")
 	}
-	w.execute = execute
+	// Executions must not end with the context of whoever called Start.
+	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("starting River: %w", err)
+	}
+	w.execute, w.started = execute, true
 	return nil
 }
 
@@ -128,16 +141,17 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[Args]) error {
 	return err
 }
 
-// Stopper is the part of a River client that Stop needs.
-type Stopper interface {
-	Stop(ctx context.Context) error
-	StopAndCancel(ctx context.Context) error
-}
-
-// Stop stops client as backend.Backend.Stop promises: running executions
-// may finish until ctx ends, then they are canceled with cause ErrShutdown
-// and waited for. It returns ctx's error when it had to cancel.
-func (w *Worker) Stop(ctx context.Context, client Stopper) error {
+// Stop stops client as backend.Backend.Stop promises, if Start started it:
+// running executions may finish until ctx ends, then they are canceled with
+// cause ErrShutdown and waited for. It returns ctx's error when it had to
+// cancel.
+func (w *Worker) Stop(ctx context.Context, client Client) error {
+	w.mu.RLock()
+	started := w.started
+	w.mu.RUnlock()
+	if !started {
+		return nil
+	}
 	err := client.Stop(ctx)
 	if err == nil || ctx.Err() == nil {
 		return err
