@@ -1,0 +1,423 @@
+// Package gateway puts asynchronous responses in front of any HTTP
+// application, in any language, with no change to its code: a reverse proxy
+// to an upstream server in which the routes matching Config.Async become
+// asynchronous through asyncreply's replay model.
+//
+// A request to an asynchronous route is recorded and answered 202 Accepted
+// with a monitor URL; a worker later replays the recorded request — method,
+// path, query, headers, cookies, body — to the upstream, with the
+// X-Forwarded-* headers of the original client and an Asyncreply-Operation
+// header naming the operation, and stores the upstream's response for the
+// client to collect. Every other request is proxied unchanged, streaming,
+// server-sent events and WebSocket upgrades included.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/memory"
+)
+
+// OperationHeader is the request header that tells the upstream which
+// operation a replayed request belongs to. The gateway sets it on replays
+// and strips it from what clients send, so that its presence means a replay.
+const OperationHeader = "Asyncreply-Operation"
+
+// Defaults of Config's fields.
+const (
+	// DefaultConcurrency leaves room for the application's synchronous
+	// routes: a Rails app on Puma's default of 5 threads (or a Django app on
+	// a handful of workers) keeps at least one thread free for them even
+	// while every replay is running.
+	DefaultConcurrency = 4
+
+	// DefaultMaxIdleConnsPerHost sizes the pool of connections to the
+	// upstream for load; http.DefaultTransport keeps only 2 idle per host,
+	// so a busy gateway would open and close connections constantly.
+	DefaultMaxIdleConnsPerHost = 256
+
+	DefaultPrefix    = asyncreply.DefaultPrefix
+	DefaultRetention = asyncreply.DefaultRetention
+	DefaultTimeout   = asyncreply.DefaultTimeout
+	DefaultWait      = time.Duration(0)
+)
+
+// Config configures a Gateway. Upstream is required; every other field is
+// optional.
+type Config struct {
+	// Upstream is the absolute http or https URL of the application the
+	// gateway forwards to, e.g. "http://127.0.0.1:3000". A path in it is
+	// prefixed to every forwarded path. Required: there is no default.
+	Upstream string
+
+	// Async are the routes made asynchronous, in net/http.ServeMux pattern
+	// syntax, e.g. "GET /reports/{id}" or "POST /exports". A request matching
+	// none of them is proxied unchanged. Defaults to none: every route is
+	// proxied unchanged.
+	Async []string
+
+	// Backend stores and executes operations. The Gateway owns it: it starts
+	// with Handler and stops in Shutdown. Defaults to an in-memory backend
+	// executing Concurrency operations at once, whose operations are lost
+	// when the process exits.
+	Backend backend.Backend
+
+	// Concurrency bounds how many replays run against the upstream at once,
+	// when the gateway creates its Backend; a Backend given in Config must
+	// be created with the same bound (backendurl.Options.Concurrency).
+	// Defaults to DefaultConcurrency.
+	Concurrency int
+
+	// Wait is how long a request to an asynchronous route waits for its
+	// answer before falling back to 202 Accepted. Defaults to DefaultWait
+	// (0: answer 202 at once).
+	Wait time.Duration
+
+	// Timeout bounds one replay; an operation that runs longer fails with
+	// 504. Defaults to DefaultTimeout.
+	Timeout time.Duration
+
+	// Retention is how long a finished operation and its response are kept.
+	// Defaults to DefaultRetention.
+	Retention time.Duration
+
+	// Prefix is the path of the monitor URLs; it must start and end with
+	// "/" and must not be a path of the upstream application. Defaults to
+	// DefaultPrefix.
+	Prefix string
+
+	// PublicURL, when set, is the scheme and host (and optional path) of the
+	// monitor URLs sent to clients. Defaults to URLs built from each request.
+	PublicURL string
+
+	// TrustedProxies are the networks whose X-Forwarded-* headers are
+	// believed: for monitor URLs, and passed on to the upstream ahead of the
+	// gateway's own. Defaults to none: a client's forwarded headers are
+	// replaced by the gateway's.
+	TrustedProxies []netip.Prefix
+
+	// Transport carries requests to the upstream. Defaults to a clone of
+	// http.DefaultTransport keeping DefaultMaxIdleConnsPerHost idle
+	// connections per host.
+	Transport http.RoundTripper
+
+	// Logger receives structured logs. Defaults to slog.Default().
+	Logger *slog.Logger
+
+	// Key, when set, encrypts recorded requests (cookies and Authorization
+	// included) and stored responses at rest with AES-256-GCM; it must be 32
+	// bytes. Defaults to nil: stored as they are, with a warning at start
+	// for a durable backend.
+	Key []byte
+}
+
+// ConfigError is the error New returns for an invalid Config field.
+type ConfigError struct {
+	Field string // the Config field, e.g. "Async"
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return "gateway: " + e.Field + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Gateway is a reverse proxy that makes some routes asynchronous. Create it
+// with New, serve Handler, and call Shutdown after http.Server.Shutdown.
+type Gateway struct {
+	cfg        Config
+	upstream   *url.URL
+	middleware *asyncreply.Middleware
+	proxy      *httputil.ReverseProxy
+	async      *http.ServeMux  // the async patterns, for matching only
+	transport  *http.Transport // ours to close, when Config.Transport was nil
+
+	handlerOnce sync.Once
+	handler     http.Handler
+}
+
+// New validates cfg, fills in its defaults and returns a Gateway. Nothing
+// runs and the upstream is not contacted until Handler is called.
+func New(cfg Config) (*Gateway, error) {
+	upstream, async, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Backend == nil {
+		cfg.Backend = memory.New(memory.Config{Concurrency: cfg.Concurrency})
+	}
+	g := &Gateway{cfg: cfg, upstream: upstream, async: async}
+	if cfg.Transport == nil {
+		g.transport = newTransport()
+		cfg.Transport = g.transport
+	}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:       g.rewrite,
+		Transport:     cfg.Transport,
+		FlushInterval: -1, // streamed responses and server-sent events reach the client as written
+		ErrorHandler:  g.proxyError,
+		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	g.middleware, err = asyncreply.New(asyncreply.Config{
+		Backend:        cfg.Backend,
+		Prefix:         cfg.Prefix,
+		PublicURL:      cfg.PublicURL,
+		TrustedProxies: cfg.TrustedProxies,
+		Wait:           cfg.Wait,
+		Retention:      cfg.Retention,
+		Timeout:        cfg.Timeout,
+		Logger:         cfg.Logger,
+		Key:            cfg.Key,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return g, nil
+}
+
+// Validate reports the first invalid field of cfg as a *ConfigError, as New
+// would, without creating anything.
+func (cfg Config) Validate() error {
+	_, _, err := cfg.validate()
+	return err
+}
+
+func (cfg Config) validate() (*url.URL, *http.ServeMux, error) {
+	upstream, err := parseUpstream(cfg.Upstream)
+	if err != nil {
+		return nil, nil, &ConfigError{"Upstream", err}
+	}
+	if cfg.Concurrency < 0 {
+		return nil, nil, &ConfigError{"Concurrency", fmt.Errorf("must not be negative, got %d", cfg.Concurrency)}
+	}
+	for _, field := range []struct {
+		name string
+		d    time.Duration
+	}{{"Wait", cfg.Wait}, {"Timeout", cfg.Timeout}, {"Retention", cfg.Retention}} {
+		if field.d < 0 {
+			return nil, nil, &ConfigError{field.name, fmt.Errorf("must not be negative, got %s", field.d)}
+		}
+	}
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") || len(prefix) < 2 {
+		return nil, nil, &ConfigError{"Prefix", fmt.Errorf("%q must start and end with \"/\" and not be the root", prefix)}
+	}
+	if cfg.PublicURL != "" {
+		if u, err := url.Parse(cfg.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, nil, &ConfigError{"PublicURL", fmt.Errorf("%q must be an absolute http or https URL", cfg.PublicURL)}
+		}
+	}
+	async, err := asyncRoutes(cfg.Async, prefix)
+	if err != nil {
+		return nil, nil, &ConfigError{"Async", err}
+	}
+	return upstream, async, nil
+}
+
+func parseUpstream(raw string) (*url.URL, error) {
+	if raw == "" {
+		return nil, errors.New("required: the URL of the application to forward to, e.g. http://127.0.0.1:3000")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a URL: %w", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q must be an absolute http or https URL, e.g. http://127.0.0.1:3000", raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("%q must not have a query, fragment or user info", raw)
+	}
+	return u, nil
+}
+
+// asyncRoutes returns a ServeMux holding the async patterns, used only to
+// match requests. ServeMux itself reports a malformed pattern or two
+// conflicting ones by panicking, which becomes an error here.
+func asyncRoutes(patterns []string, prefix string) (mux *http.ServeMux, err error) {
+	mux = http.NewServeMux()
+	matched := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	for _, pattern := range patterns {
+		if path := patternPath(pattern); strings.HasPrefix(path, prefix) || path+"/" == prefix {
+			return nil, fmt.Errorf("pattern %q: its path is under the monitor prefix %q, which the gateway serves itself", pattern, prefix)
+		}
+		if err := handle(mux, pattern, matched); err != nil {
+			return nil, err
+		}
+	}
+	return mux, nil
+}
+
+func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			msg := strings.TrimPrefix(fmt.Sprint(p), "http: ")
+			err = fmt.Errorf("pattern %q: %s (want Go ServeMux syntax, e.g. \"GET /reports/{id}\")", pattern, msg)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
+}
+
+// patternPath is the path of a ServeMux pattern "[METHOD ][HOST]/[PATH]".
+func patternPath(pattern string) string {
+	if _, rest, ok := strings.Cut(strings.TrimSpace(pattern), " "); ok {
+		pattern = strings.TrimSpace(rest)
+	}
+	if i := strings.Index(pattern, "/"); i >= 0 {
+		return pattern[i:]
+	}
+	return pattern
+}
+
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 0 // no total limit; the per-host limit below bounds the pool
+	t.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	return t
+}
+
+// Handler returns the gateway's handler and starts executing operations.
+// It may be called more than once and returns the same handler.
+func (g *Gateway) Handler() http.Handler {
+	g.handlerOnce.Do(func() {
+		async := g.middleware.Handler(asyncreply.Async(g.proxy))
+		// Only the monitor URLs and the async routes go through asyncreply:
+		// other requests are proxied as they come, their bodies streamed
+		// rather than kept in case they are deferred. Matching with the mux,
+		// but not serving through it, keeps pass-through requests unchanged:
+		// no redirect to a cleaned path, no 405 in place of the upstream's.
+		g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, pattern := g.async.Handler(r); pattern != "" || strings.HasPrefix(r.URL.Path, g.cfg.Prefix) {
+				async.ServeHTTP(w, r)
+				return
+			}
+			g.proxy.ServeHTTP(w, r)
+		})
+	})
+	return g.handler
+}
+
+// Shutdown stops accepting new operations, lets running replays finish
+// until ctx ends, then cancels them, stops the backend and closes idle
+// connections to the upstream. Call it after http.Server.Shutdown.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	err := g.middleware.Shutdown(ctx)
+	if g.transport != nil {
+		g.transport.CloseIdleConnections()
+	}
+	return err
+}
+
+// CheckUpstream reports whether the upstream accepts TCP connections. The
+// gateway works without it — requests fail with 502 until it is up — so a
+// failure is a reason to warn, not to stop.
+func (g *Gateway) CheckUpstream(ctx context.Context) error {
+	host := g.upstream.Host
+	if g.upstream.Port() == "" {
+		port := "80"
+		if g.upstream.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(g.upstream.Hostname(), port)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return fmt.Errorf("gateway: upstream %s unreachable: %w", g.upstream.Redacted(), err)
+	}
+	return conn.Close()
+}
+
+// rewrite forwards to the upstream with the X-Forwarded-* headers of the
+// original client. On replay the recorded request keeps that client's
+// RemoteAddr, Host and TLS state, so the same code serves both.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(g.upstream)
+	trusted := g.fromTrustedProxy(pr.In.RemoteAddr)
+	if trusted {
+		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	}
+	pr.SetXForwarded()
+	if trusted {
+		for _, name := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v := pr.In.Header.Get(name); v != "" {
+				pr.Out.Header.Set(name, v)
+			}
+		}
+	}
+	pr.Out.Header.Del(OperationHeader)
+	if id, ok := asyncreply.OperationID(pr.In.Context()); ok {
+		pr.Out.Header.Set(OperationHeader, id)
+	}
+}
+
+func (g *Gateway) fromTrustedProxy(remoteAddr string) bool {
+	if len(g.cfg.TrustedProxies) == 0 {
+		return false
+	}
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range g.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// proxyError answers a request the upstream did not: 502 problem+json, on
+// first arrival and on replay alike, where it becomes the stored response.
+func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "error", err}
+	if id, ok := asyncreply.OperationID(r.Context()); ok {
+		attrs = append(attrs, "operation", id)
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		g.cfg.Logger.Debug("gateway: client went away before the upstream answered", attrs...)
+	} else {
+		g.cfg.Logger.Warn("gateway: upstream request failed", attrs...)
+	}
+	status, title, detail := http.StatusBadGateway, "Bad Gateway", "The upstream application could not be reached or did not answer."
+	if errors.Is(err, context.DeadlineExceeded) {
+		status, title, detail = http.StatusGatewayTimeout, "Gateway Timeout", "The upstream application did not answer in time."
+	}
+	body := `{"type":"about:blank","title":` + strconv.Quote(title) + `,"status":` + strconv.Itoa(status) + `,"detail":` + strconv.Quote(detail) + "}"
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write([]byte(body))
+}

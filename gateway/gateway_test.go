@@ -1,0 +1,454 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"path"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/asyncreply/asyncreply/backend/backendurl"
+	"github.com/asyncreply/asyncreply/gateway"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// bundle is a gateway in front of an upstream, both on httptest servers.
+type bundle struct {
+	gateway  *httptest.Server
+	upstream *httptest.Server
+	client   *http.Client // does not follow redirects, so that 303s are seen
+}
+
+// setup starts upstream and a gateway in front of it. cfg.Upstream is set to
+// the upstream's URL unless it is already set.
+func setup(t *testing.T, upstream http.Handler, cfg gateway.Config) *bundle {
+	t.Helper()
+	b := &bundle{upstream: httptest.NewServer(upstream)}
+	t.Cleanup(b.upstream.Close)
+	if cfg.Upstream == "" {
+		cfg.Upstream = b.upstream.URL
+	}
+	gw, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.gateway = httptest.NewServer(gw.Handler())
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := gw.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	t.Cleanup(b.gateway.Close) // runs first: the server, then the gateway
+	transport := &http.Transport{}
+	t.Cleanup(transport.CloseIdleConnections)
+	b.client = &http.Client{
+		Transport:     transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return b
+}
+
+func (b *bundle) do(t *testing.T, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := b.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+func (b *bundle) get(t *testing.T, rawURL string, header ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return b.do(t, req)
+}
+
+// finalResponse polls an operation's monitor URL, long-polling instead of
+// sleeping, until it redirects, and returns what the redirect leads to.
+func (b *bundle) finalResponse(t *testing.T, monitor string) (*http.Response, string) {
+	t.Helper()
+	for {
+		resp, body := b.get(t, monitor, "Prefer", "wait=10")
+		switch resp.StatusCode {
+		case http.StatusAccepted:
+			continue
+		case http.StatusSeeOther:
+			loc, err := url.Parse(monitor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, err := loc.Parse(resp.Header.Get("Location"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b.get(t, next.String())
+		default:
+			t.Fatalf("poll: %d %s", resp.StatusCode, body)
+		}
+	}
+}
+
+// seen is what the upstream saw of a request.
+type seen struct {
+	method, path, query, body string
+	header                    http.Header
+	cookie                    string
+}
+
+func record(r *http.Request) seen {
+	body, _ := io.ReadAll(r.Body)
+	c, _ := r.Cookie("session")
+	s := seen{method: r.Method, path: r.URL.Path, query: r.URL.RawQuery, body: string(body), header: r.Header.Clone()}
+	if c != nil {
+		s.cookie = c.Value
+	}
+	return s
+}
+
+// slowReport is an upstream whose handler reports each request on seen and
+// answers only when release is closed.
+func slowReport(seenC chan<- seen, release <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seenC <- record(r)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "text/csv")
+		w.Header().Set("X-Report", "7")
+		w.Header().Add("Set-Cookie", "session=rotated; Path=/")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "id,total\n7,42\n")
+	})
+}
+
+func TestAsyncRouteReplaysOriginalRequestToUpstream(t *testing.T) {
+	t.Parallel()
+	seenC, release := make(chan seen, 1), make(chan struct{})
+	b := setup(t, slowReport(seenC, release), gateway.Config{Async: []string{"POST /reports/{id}"}})
+
+	req, _ := http.NewRequest(http.MethodPost, b.gateway.URL+"/reports/7?format=csv&year=2026", strings.NewReader(`{"filter":"all"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer secret-token")
+	req.Header.Set(gateway.OperationHeader, "forged")
+	req.AddCookie(&http.Cookie{Name: "session", Value: "alice"})
+	resp, body := b.do(t, req)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit: got %d %s, want 202", resp.StatusCode, body)
+	}
+	monitor := resp.Header.Get("Location")
+	id := path.Base(monitor)
+
+	got := <-seenC // the upstream handler is running, and blocked: the 202 did not wait for it
+	if got.method != http.MethodPost || got.path != "/reports/7" || got.query != "format=csv&year=2026" || got.body != `{"filter":"all"}` {
+		t.Errorf("upstream saw %s %s?%s %q", got.method, got.path, got.query, got.body)
+	}
+	if got.cookie != "alice" || got.header.Get("Authorization") != "Bearer secret-token" || got.header.Get("Content-Type") != "application/json" {
+		t.Errorf("upstream saw cookie %q, Authorization %q, Content-Type %q", got.cookie, got.header.Get("Authorization"), got.header.Get("Content-Type"))
+	}
+	gatewayHost := strings.TrimPrefix(b.gateway.URL, "http://")
+	if xff, host, proto := got.header.Get("X-Forwarded-For"), got.header.Get("X-Forwarded-Host"), got.header.Get("X-Forwarded-Proto"); xff != "127.0.0.1" || host != gatewayHost || proto != "http" {
+		t.Errorf("upstream saw X-Forwarded-For %q, -Host %q, -Proto %q; want 127.0.0.1, %s, http", xff, host, proto, gatewayHost)
+	}
+	if op := got.header.Values(gateway.OperationHeader); len(op) != 1 || op[0] != id {
+		t.Errorf("upstream saw %s %q, want [%s]", gateway.OperationHeader, op, id)
+	}
+	close(release)
+
+	final, finalBody := b.finalResponse(t, monitor)
+	if final.StatusCode != http.StatusCreated || finalBody != "id,total\n7,42\n" {
+		t.Errorf("final response: %d %q", final.StatusCode, finalBody)
+	}
+	if final.Header.Get("X-Report") != "7" || final.Header.Get("Content-Type") != "text/csv" || final.Header.Get("Set-Cookie") != "session=rotated; Path=/" {
+		t.Errorf("final response headers: %v", final.Header)
+	}
+}
+
+func TestNonAsyncRouteIsProxiedUnchanged(t *testing.T) {
+	t.Parallel()
+	seenC := make(chan seen, 1)
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seenC <- record(r)
+		w.Header().Set("X-Upstream", "yes")
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, "short and stout")
+	})
+	b := setup(t, upstream, gateway.Config{Async: []string{"GET /reports/{id}"}})
+
+	// POST to an async GET route is not async: it passes through too.
+	req, _ := http.NewRequest(http.MethodPost, b.gateway.URL+"/reports/7?x=1", strings.NewReader("payload"))
+	req.Header.Set(gateway.OperationHeader, "forged")
+	req.Header.Set("X-Forwarded-For", "6.6.6.6") // from an untrusted client: replaced
+	resp, body := b.do(t, req)
+	if resp.StatusCode != http.StatusTeapot || body != "short and stout" || resp.Header.Get("X-Upstream") != "yes" {
+		t.Errorf("got %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	got := <-seenC
+	if got.method != http.MethodPost || got.path != "/reports/7" || got.query != "x=1" || got.body != "payload" {
+		t.Errorf("upstream saw %s %s?%s %q", got.method, got.path, got.query, got.body)
+	}
+	if v, ok := got.header[gateway.OperationHeader]; ok {
+		t.Errorf("a client-sent %s reached the upstream: %q", gateway.OperationHeader, v)
+	}
+	if xff := got.header.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want the gateway's own 127.0.0.1", xff)
+	}
+}
+
+func TestTrustedProxyForwardedHeadersArePassedOn(t *testing.T) {
+	t.Parallel()
+	seenC := make(chan seen, 1)
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seenC <- record(r) })
+	b := setup(t, upstream, gateway.Config{TrustedProxies: mustPrefixes(t, "127.0.0.0/8")})
+
+	resp, _ := b.get(t, b.gateway.URL+"/", "X-Forwarded-For", "203.0.113.9", "X-Forwarded-Proto", "https", "X-Forwarded-Host", "app.example")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d", resp.StatusCode)
+	}
+	got := <-seenC
+	if xff, host, proto := got.header.Get("X-Forwarded-For"), got.header.Get("X-Forwarded-Host"), got.header.Get("X-Forwarded-Proto"); xff != "203.0.113.9, 127.0.0.1" || host != "app.example" || proto != "https" {
+		t.Errorf("upstream saw X-Forwarded-For %q, -Host %q, -Proto %q", xff, host, proto)
+	}
+}
+
+func TestStreamedResponsePassesThroughIncrementally(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: first\n\n")
+		http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: second\n\n")
+	})
+	b := setup(t, upstream, gateway.Config{Async: []string{"GET /reports/{id}"}})
+
+	resp, err := b.client.Get(b.gateway.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	line, err := r.ReadString('\n') // arrives while the upstream is still blocked
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("first line: %q, %v", line, err)
+	}
+	close(release)
+	rest, err := io.ReadAll(r)
+	if err != nil || string(rest) != "\ndata: second\n\n" {
+		t.Errorf("rest: %q, %v", rest, err)
+	}
+}
+
+// deadUpstream returns the URL of a server that no longer listens.
+func deadUpstream(t *testing.T) string {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close()
+	return srv.URL
+}
+
+func TestUnreachableUpstreamFailsWith502(t *testing.T) {
+	t.Parallel()
+	b := setup(t, http.NotFoundHandler(), gateway.Config{Upstream: deadUpstream(t), Async: []string{"GET /reports/{id}"}})
+
+	for name, target := range map[string]string{"pass-through": "/other", "async": "/reports/7"} {
+		resp, body := b.get(t, b.gateway.URL+target)
+		if name == "async" {
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("%s: got %d %s, want 202", name, resp.StatusCode, body)
+			}
+			resp, body = b.finalResponse(t, resp.Header.Get("Location"))
+		}
+		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s: got %d %s, want 502 problem+json", name, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		var p struct {
+			Status int    `json:"status"`
+			Title  string `json:"title"`
+		}
+		if err := json.Unmarshal([]byte(body), &p); err != nil || p.Status != http.StatusBadGateway || p.Title == "" {
+			t.Errorf("%s: problem document %q: %v", name, body, err)
+		}
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	ok := "http://127.0.0.1:3000"
+	for _, tc := range []struct {
+		name  string
+		cfg   gateway.Config
+		field string
+		want  []string // substrings of the error
+	}{
+		{"no upstream", gateway.Config{}, "Upstream", []string{"required"}},
+		{"upstream without scheme", gateway.Config{Upstream: "127.0.0.1:3000"}, "Upstream", []string{"127.0.0.1:3000"}},
+		{"relative upstream", gateway.Config{Upstream: "/app"}, "Upstream", []string{"absolute http or https"}},
+		{"ftp upstream", gateway.Config{Upstream: "ftp://example.com"}, "Upstream", []string{"absolute http or https"}},
+		{"pattern without path", gateway.Config{Upstream: ok, Async: []string{"GET reports"}}, "Async", []string{`"GET reports"`}},
+		{"bad wildcard", gateway.Config{Upstream: ok, Async: []string{"GET /reports/{id"}}, "Async", []string{`"GET /reports/{id"`, "wildcard"}},
+		{"conflicting patterns", gateway.Config{Upstream: ok, Async: []string{"GET /reports/{id}", "GET /reports/{name}"}}, "Async", []string{`"GET /reports/{name}"`, "conflicts"}},
+		{"pattern under the monitor prefix", gateway.Config{Upstream: ok, Async: []string{"GET /operations/{id}"}}, "Async", []string{"monitor prefix"}},
+		{"bad prefix", gateway.Config{Upstream: ok, Prefix: "ops"}, "Prefix", []string{`"ops"`}},
+		{"negative concurrency", gateway.Config{Upstream: ok, Concurrency: -1}, "Concurrency", []string{"negative"}},
+		{"negative wait", gateway.Config{Upstream: ok, Wait: -time.Second}, "Wait", []string{"negative"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := gateway.New(tc.cfg)
+			var ce *gateway.ConfigError
+			if !errors.As(err, &ce) || ce.Field != tc.field {
+				t.Fatalf("got %v, want a ConfigError for %s", err, tc.field)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestAsyncRouteOnSQLite(t *testing.T) {
+	t.Parallel()
+	be, err := backendurl.Open(t.Context(), "sqlite://"+t.TempDir()+"/asyncreply.db", backendurl.Options{Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seenC, release := make(chan seen, 1), make(chan struct{})
+	close(release)
+	b := setup(t, slowReport(seenC, release), gateway.Config{Backend: be, Async: []string{"GET /reports/{id}"}})
+
+	resp, body := b.get(t, b.gateway.URL+"/reports/7", "Cookie", "session=bob")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", resp.StatusCode, body)
+	}
+	final, finalBody := b.finalResponse(t, resp.Header.Get("Location"))
+	if final.StatusCode != http.StatusCreated || finalBody != "id,total\n7,42\n" {
+		t.Errorf("final response: %d %q", final.StatusCode, finalBody)
+	}
+	if got := <-seenC; got.cookie != "bob" {
+		t.Errorf("upstream saw cookie %q", got.cookie)
+	}
+}
+
+func mustPrefixes(t *testing.T, cidrs ...string) []netip.Prefix {
+	t.Helper()
+	var ps []netip.Prefix
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+func TestUpgradePassesThrough(t *testing.T) {
+	t.Parallel()
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
+			return
+		}
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		rw.Flush()
+		line, _ := rw.ReadString('\n')
+		rw.WriteString("echo: " + line)
+		rw.Flush()
+	})
+	b := setup(t, upstream, gateway.Config{Async: []string{"GET /reports/{id}"}})
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.gateway.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /socket HTTP/1.1\r\nHost: example\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("got %d, want 101", resp.StatusCode)
+	}
+	io.WriteString(conn, "ping\n")
+	if line, err := r.ReadString('\n'); err != nil || line != "echo: ping\n" {
+		t.Errorf("over the upgraded connection: %q, %v", line, err)
+	}
+}
+
+func TestConcurrencyBoundsReplays(t *testing.T) {
+	t.Parallel()
+	seenC, release := make(chan seen, 2), make(chan struct{})
+	b := setup(t, slowReport(seenC, release), gateway.Config{
+		Backend:     nil, // the gateway's own, bounded by Concurrency
+		Concurrency: 1,
+		Async:       []string{"GET /reports/{id}"},
+	})
+	first, _ := b.get(t, b.gateway.URL+"/reports/1")
+	<-seenC // the first replay is running, and holds the only slot
+	second, _ := b.get(t, b.gateway.URL+"/reports/2")
+	if first.StatusCode != http.StatusAccepted || second.StatusCode != http.StatusAccepted {
+		t.Fatalf("submits: %d, %d; want 202 at once for both", first.StatusCode, second.StatusCode)
+	}
+
+	// Given a second to start, the second replay still waits for the slot.
+	resp, body := b.get(t, second.Header.Get("Location"), "Prefer", "wait=1")
+	var doc struct{ Status string }
+	if err := json.Unmarshal([]byte(body), &doc); err != nil || resp.StatusCode != http.StatusAccepted || doc.Status != "NotStarted" {
+		t.Errorf("second operation while the first runs: %d %s", resp.StatusCode, body)
+	}
+	select {
+	case s := <-seenC:
+		t.Errorf("a second replay reached the upstream while the first ran: %s", s.path)
+	default:
+	}
+
+	close(release)
+	for _, op := range []*http.Response{first, second} {
+		if resp, _ := b.finalResponse(t, op.Header.Get("Location")); resp.StatusCode != http.StatusCreated {
+			t.Errorf("final response: %d", resp.StatusCode)
+		}
+	}
+}

@@ -1,0 +1,444 @@
+// Package cli is the asyncreply command: its subcommands, flags and
+// environment variables. cmd/asyncreply only calls Run.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/asyncreply/asyncreply/backend/backendurl"
+	"github.com/asyncreply/asyncreply/gateway"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // something went wrong while running
+	exitUsage   = 2 // bad command line or configuration
+)
+
+// DefaultBackend is where the gateway keeps operations unless told
+// otherwise: a file beside it, so that it works on a fresh machine and
+// survives restarts.
+const DefaultBackend = "sqlite://./asyncreply.db"
+
+// shutdownTimeout bounds a graceful shutdown: requests in flight and running
+// replays get this long to finish before they are canceled.
+const shutdownTimeout = 30 * time.Second
+
+// Run runs the asyncreply command with args (without the program name),
+// reading ASYNCREPLY_* settings through getenv, until ctx ends, and returns
+// the process's exit code.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, mainUsage)
+		return exitUsage
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "gateway":
+		opts, err := parseGateway(rest, getenv, stdout)
+		if err != nil {
+			return usageFailure(stderr, "gateway", err)
+		}
+		return runGateway(ctx, opts, stderr)
+	case "demo":
+		opts, err := parseDemo(rest, getenv, stdout)
+		if err != nil {
+			return usageFailure(stderr, "demo", err)
+		}
+		return runDemo(ctx, opts, stdout, stderr)
+	case "migrate":
+		opts, err := parseMigrate(rest, getenv, stdout)
+		if err != nil {
+			return usageFailure(stderr, "migrate", err)
+		}
+		return runMigrate(ctx, opts, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, mainUsage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "asyncreply: unknown command %q\n\n%s", cmd, mainUsage)
+		return exitUsage
+	}
+}
+
+const mainUsage = `asyncreply — asynchronous responses in front of any HTTP application
+
+Usage:
+  asyncreply gateway --upstream URL --async PATTERN [flags]   the reverse proxy
+  asyncreply demo [flags]                                     try it in one command
+  asyncreply migrate [--backend URL]                          create or update a durable backend's tables
+
+Run "asyncreply COMMAND --help" for a command's flags. Every flag may also be
+set in the environment as ASYNCREPLY_<FLAG>, e.g. ASYNCREPLY_UPSTREAM.
+`
+
+// usageFailure reports a bad command line: exit 0 for --help (the usage has
+// been printed), 2 otherwise.
+func usageFailure(stderr io.Writer, cmd string, err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "asyncreply %s: %v\n", cmd, err)
+	return exitUsage
+}
+
+// gatewayOptions are the gateway command's flags.
+type gatewayOptions struct {
+	listen         string
+	upstream       string
+	async          stringList
+	wait           time.Duration
+	backend        string
+	concurrency    int
+	prefix         string
+	retention      time.Duration
+	timeout        time.Duration
+	publicURL      string
+	trustedProxies prefixList
+	key            []byte // no flag yet: set by demo
+}
+
+func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
+	o := &gatewayOptions{}
+	fs := newCommand("gateway", help, `Usage: asyncreply gateway --upstream URL --async PATTERN [flags]
+
+A reverse proxy to --upstream in which the routes matching an --async pattern
+answer 202 Accepted at once and are replayed to the upstream by a worker; the
+client polls the monitor URL until it is redirected to the response. Every
+other route is proxied unchanged (streaming, SSE and WebSocket included).
+
+Without --owner (a later release), the unguessable monitor URL is the only key
+to an operation: whoever holds it may read the response.
+`)
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "`address` to listen on")
+	fs.StringVar(&o.upstream, "upstream", "", "`URL` of the application to forward to, e.g. http://127.0.0.1:3000 (required)")
+	fs.Var(&o.async, "async", "asynchronous route, a Go ServeMux `pattern` such as 'GET /reports/{id}'; repeatable")
+	fs.DurationVar(&o.wait, "wait", gateway.DefaultWait, "how long an async request waits for its answer before falling back to 202")
+	fs.StringVar(&o.backend, "backend", DefaultBackend, "where operations live: sqlite://PATH, postgres://… or memory:")
+	fs.IntVar(&o.concurrency, "concurrency", gateway.DefaultConcurrency, "most replays running against the upstream at once; leave room for its synchronous routes")
+	fs.StringVar(&o.prefix, "prefix", gateway.DefaultPrefix, "`path` of the monitor URLs; must not be used by the upstream")
+	fs.DurationVar(&o.retention, "retention", gateway.DefaultRetention, "how long a finished operation and its response are kept")
+	fs.DurationVar(&o.timeout, "timeout", gateway.DefaultTimeout, "longest a replay may run; then it fails with 504")
+	fs.StringVar(&o.publicURL, "public-url", "", "scheme and host of the monitor URLs sent to clients, e.g. https://app.example; when unset, built from each request")
+	fs.Var(&o.trustedProxies, "trusted-proxy", "`CIDR` of a proxy whose X-Forwarded-* headers are believed; repeatable")
+	if err := fs.parse(args, getenv); err != nil {
+		return nil, err
+	}
+	switch {
+	case o.upstream == "":
+		return nil, errors.New("--upstream is required: the URL of the application to forward to, e.g. --upstream http://127.0.0.1:3000")
+	case o.concurrency < 0:
+		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
+	}
+	return o, nil
+}
+
+// flagOf names the flag that sets a gateway.Config field.
+var flagOf = map[string]string{
+	"Upstream": "--upstream", "Async": "--async", "Concurrency": "--concurrency", "Wait": "--wait",
+	"Timeout": "--timeout", "Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url",
+}
+
+// newGateway opens the backend and creates the gateway. Errors name the
+// flag at fault and are configuration errors.
+func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*gateway.Gateway, error) {
+	concurrency := o.concurrency
+	if concurrency == 0 {
+		concurrency = gateway.DefaultConcurrency
+	}
+	cfg := gateway.Config{
+		Upstream:       o.upstream,
+		Async:          o.async.values,
+		Concurrency:    concurrency,
+		Wait:           o.wait,
+		Timeout:        o.timeout,
+		Retention:      o.retention,
+		Prefix:         o.prefix,
+		PublicURL:      o.publicURL,
+		TrustedProxies: o.trustedProxies.values,
+		Logger:         logger,
+		Key:            o.key,
+	}
+	// Validate before opening the backend, which creates a SQLite file.
+	if err := cfg.Validate(); err != nil {
+		return nil, flagError(err)
+	}
+	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{Concurrency: concurrency, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("--backend: %w", err)
+	}
+	cfg.Backend = be
+	gw, err := gateway.New(cfg)
+	if err != nil {
+		be.Stop(context.WithoutCancel(ctx))
+		return nil, flagError(err)
+	}
+	return gw, nil
+}
+
+// flagError restates a gateway.ConfigError in terms of the flag at fault.
+func flagError(err error) error {
+	var ce *gateway.ConfigError
+	if errors.As(err, &ce) && flagOf[ce.Field] != "" {
+		return fmt.Errorf("%s: %w", flagOf[ce.Field], ce.Err)
+	}
+	return err
+}
+
+func runGateway(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	gw, err := newGateway(ctx, o, logger)
+	if err != nil {
+		return usageFailure(stderr, "gateway", err)
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if err := gw.CheckUpstream(checkCtx); err != nil {
+		logger.Warn("the upstream does not answer yet; requests get 502 until it does", "upstream", o.upstream, "error", err)
+	}
+	cancel()
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		shutdownGateway(gw, logger)
+		fmt.Fprintf(stderr, "asyncreply gateway: --listen: %v\n", err)
+		return exitFailure
+	}
+	logger.Info("asyncreply gateway listening", "url", "http://"+ln.Addr().String(), "upstream", o.upstream, "async", o.async.values)
+	return serve(ctx, ln, gw, logger)
+}
+
+// serve serves gw on ln until ctx ends, then shuts down gracefully: the
+// server first, so that requests in flight can still submit, then the
+// gateway.
+func serve(ctx context.Context, ln net.Listener, gw *gateway.Gateway, logger *slog.Logger) int {
+	srv := &http.Server{
+		Handler:           gw.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	code := exitOK
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-served:
+		logger.Error("serving failed", "error", err)
+		code = exitFailure
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("requests in flight were cut off", "error", err)
+	}
+	if err := gw.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("running operations were handed back unfinished", "error", err)
+	}
+	return code
+}
+
+func shutdownGateway(gw *gateway.Gateway, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := gw.Shutdown(ctx); err != nil {
+		logger.Warn("stopping the backend failed", "error", err)
+	}
+}
+
+type migrateOptions struct{ backend string }
+
+func parseMigrate(args []string, getenv func(string) string, help io.Writer) (*migrateOptions, error) {
+	o := &migrateOptions{}
+	fs := newCommand("migrate", help, `Usage: asyncreply migrate [--backend URL]
+
+Creates or updates the tables of a durable backend, then exits. The gateway
+also migrates when it starts; run this to do it ahead of a deployment.
+`)
+	fs.StringVar(&o.backend, "backend", DefaultBackend, "the backend to migrate: sqlite://PATH or postgres://…")
+	if err := fs.parse(args, getenv); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func runMigrate(ctx context.Context, o *migrateOptions, stdout, stderr io.Writer) int {
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{Logger: logger}) // durable backends migrate on open
+	if err != nil {
+		return usageFailure(stderr, "migrate", fmt.Errorf("--backend: %w", err))
+	}
+	if err := be.Stop(ctx); err != nil {
+		fmt.Fprintf(stderr, "asyncreply migrate: closing the backend: %v\n", err)
+		return exitFailure
+	}
+	if strings.HasPrefix(strings.ToLower(o.backend), "memory:") {
+		fmt.Fprintln(stdout, "asyncreply migrate: memory: has no tables; nothing to do")
+	} else {
+		fmt.Fprintln(stdout, "asyncreply migrate: the backend's tables are up to date")
+	}
+	return exitOK
+}
+
+// command is one subcommand's flags and help.
+type command struct {
+	*flag.FlagSet
+	intro string    // what the command does, above the list of flags
+	out   io.Writer // where --help is written
+}
+
+// newCommand returns a command whose --help lists every flag with its
+// default and its environment variable. Parse errors are returned, not
+// printed: the caller prints one line naming the flag.
+func newCommand(name string, out io.Writer, intro string) *command {
+	fs := flag.NewFlagSet("asyncreply "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return &command{FlagSet: fs, intro: intro, out: out}
+}
+
+func (c *command) printUsage() {
+	w := c.out
+	fmt.Fprint(w, c.intro, "\nFlags (each also read from the environment variable shown):\n")
+	c.VisitAll(func(f *flag.Flag) {
+		kind, usage := flag.UnquoteUsage(f)
+		def := f.DefValue
+		if def == "" {
+			def = "none"
+		}
+		fmt.Fprintf(w, "  --%s %s\n      %s\n      default: %s; env: %s\n", f.Name, kind, usage, def, envName(f.Name))
+	})
+	fmt.Fprintf(w, "\nRepeatable flags take several values from the environment separated by %q.\n", envSeparator)
+}
+
+// envSeparator separates the values of a repeatable flag in an environment
+// variable; a comma may appear in a route's path.
+const envSeparator = ";"
+
+// envName is the environment variable of a flag: ASYNCREPLY_PUBLIC_URL for
+// --public-url.
+func envName(flagName string) string {
+	return "ASYNCREPLY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parse sets flags from the environment, then from args, which win.
+func (c *command) parse(args []string, getenv func(string) string) error {
+	fs := c.FlagSet
+	var errs []error
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	sort.Strings(names)
+	for _, name := range names {
+		env := envName(name)
+		value := getenv(env)
+		if value == "" {
+			continue
+		}
+		f := fs.Lookup(name)
+		values := []string{value}
+		if _, ok := f.Value.(repeatable); ok {
+			values = strings.Split(value, envSeparator)
+		}
+		for _, v := range values {
+			if err := f.Value.Set(strings.TrimSpace(v)); err != nil {
+				errs = append(errs, fmt.Errorf("%s: invalid value %q for --%s: %w", env, v, name, err))
+			}
+		}
+		if r, ok := f.Value.(repeatable); ok {
+			r.fromEnvironment()
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			c.printUsage()
+			return err
+		}
+		return fmt.Errorf("%w (see %s --help)", err, fs.Name())
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
+	}
+	return nil
+}
+
+// repeatable is a flag that may be given several times. Values from the
+// environment are replaced, not extended, by the command line's.
+type repeatable interface {
+	flag.Value
+	// fromEnvironment marks the values set so far as the environment's: the
+	// next Set starts afresh.
+	fromEnvironment()
+}
+
+// stringList is a repeatable string flag.
+type stringList struct {
+	values  []string
+	replace bool
+}
+
+func (l *stringList) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(l.values, envSeparator)
+}
+
+func (l *stringList) Set(v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	if l.replace {
+		l.values, l.replace = nil, false
+	}
+	l.values = append(l.values, v)
+	return nil
+}
+
+func (l *stringList) fromEnvironment() { l.replace = true }
+
+// prefixList is a repeatable CIDR flag.
+type prefixList struct {
+	values  []netip.Prefix
+	replace bool
+}
+
+func (l *prefixList) String() string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(l.values))
+	for i, p := range l.values {
+		s[i] = p.String()
+	}
+	return strings.Join(s, envSeparator)
+}
+
+func (l *prefixList) Set(v string) error {
+	p, err := netip.ParsePrefix(v)
+	if err != nil {
+		addr, addrErr := netip.ParseAddr(v) // a single address is a /32 or /128
+		if addrErr != nil {
+			return fmt.Errorf("want a CIDR such as 10.0.0.0/8 or an IP address")
+		}
+		p = netip.PrefixFrom(addr, addr.BitLen())
+	}
+	if l.replace {
+		l.values, l.replace = nil, false
+	}
+	l.values = append(l.values, p.Masked())
+	return nil
+}
+
+func (l *prefixList) fromEnvironment() { l.replace = true }
