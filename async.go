@@ -3,6 +3,8 @@ package asyncreply
 import (
 	"context"
 	"net/http"
+
+	"github.com/asyncreply/asyncreply/backend"
 )
 
 // Async makes every request to h asynchronous: on first arrival the request
@@ -49,6 +51,22 @@ func ReportProgress(ctx context.Context, percent int, message string) {
 	st.m.reportProgress(ctx, st.replay.id, min(max(percent, 0), 100), message)
 }
 
+// Fail ends the operation whose replay ctx belongs to as failed, without a
+// response: pollers get status, with problem details made of title and
+// detail, as a synchronous caller would have got that error. The handler
+// must return without writing. Use it for failures that are not the
+// application's answer — an unreachable upstream, say — which would
+// otherwise be stored as a successful response. Outside a replay it does
+// nothing and returns false.
+func Fail(ctx context.Context, status int, title, detail string) bool {
+	st := stateFrom(ctx)
+	if st == nil || st.replay == nil {
+		return false
+	}
+	st.replay.failure = &backend.Failure{Status: status, Title: title, Detail: detail}
+	return true
+}
+
 // OperationID returns the ID of the operation whose replay ctx belongs to.
 // The second result is false outside a replay.
 func OperationID(ctx context.Context) (string, bool) {
@@ -78,7 +96,8 @@ type requestState struct {
 }
 
 type replay struct {
-	id string
+	id      string
+	failure *backend.Failure // set by Fail
 }
 
 func stateFrom(ctx context.Context) *requestState {

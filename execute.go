@@ -97,7 +97,8 @@ func (m *Middleware) replay(ctx context.Context, op *backend.Operation) (backend
 		}()
 	}
 
-	st := &requestState{m: m, replay: &replay{id: op.ID}}
+	rp := &replay{id: op.ID}
+	st := &requestState{m: m, replay: rp}
 	req, err := recorded.newRequest(context.WithValue(runCtx, stateKey{}, st))
 	if err != nil {
 		m.cfg.Logger.Error("asyncreply: recorded request corrupt", "operation", op.ID, "error", err)
@@ -113,6 +114,8 @@ func (m *Middleware) replay(ctx context.Context, op *backend.Operation) (backend
 		return backend.Outcome{}, context.Cause(ctx)
 	case panicked:
 		return failure(http.StatusInternalServerError, "Internal Server Error", "The handler failed while producing the response."), nil
+	case rp.failure != nil:
+		return backend.Outcome{Status: backend.Failed, Failure: rp.failure}, nil
 	case rec.overflow:
 		return failure(http.StatusInternalServerError, "Response too large",
 			fmt.Sprintf("The response exceeded the limit of %d bytes for stored responses.", m.cfg.MaxResponseBytes)), nil

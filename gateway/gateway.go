@@ -413,6 +413,9 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if errors.Is(err, context.DeadlineExceeded) {
 		status, title, detail = http.StatusGatewayTimeout, "Gateway Timeout", "The upstream application did not answer in time."
 	}
+	if asyncreply.Fail(r.Context(), status, title, detail) {
+		return // a replay: the operation fails, as a synchronous call would have
+	}
 	body := `{"type":"about:blank","title":` + strconv.Quote(title) + `,"status":` + strconv.Itoa(status) + `,"detail":` + strconv.Quote(detail) + "}"
 	h := w.Header()
 	h.Set("Content-Type", "application/problem+json")
