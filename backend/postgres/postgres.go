@@ -29,6 +29,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/internal/groupcommit"
 	"github.com/asyncreply/asyncreply/backend/internal/riverjob"
 	"github.com/asyncreply/asyncreply/backend/internal/watch"
 )
@@ -77,6 +78,9 @@ type Backend struct {
 	logger *slog.Logger
 
 	watchers     watch.Hub
+	creates      *groupcommit.Committer
+	createMu     sync.RWMutex // held for reading while a Create uses creates
+	createsEnded bool         // Stop has stopped creates: Creates go alone
 	stopListener context.CancelFunc
 	listening    sync.WaitGroup
 	stopOnce     sync.Once
@@ -122,6 +126,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b.river = client
 
+	b.creates = groupcommit.Start(groupcommit.Funcs{Together: b.createTogether, Alone: b.createOne})
 	listenCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.stopListener = cancel
 	b.listening.Add(1)
@@ -161,17 +166,32 @@ func scanOperation(row pgx.Row) (*backend.Operation, error) {
 }
 
 // Create implements backend.Backend: the operation's row and its River job
-// are inserted in one transaction.
+// are inserted in one transaction. Creates without an idempotency key that
+// arrive together share a transaction (group commit): one statement inserts
+// their jobs, one their rows.
 func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.Operation, bool, error) {
+	b.createMu.RLock()
+	defer b.createMu.RUnlock()
+	if op.IdempotencyKey != "" || b.createsEnded {
+		return b.createAlone(ctx, op)
+	}
+	r := b.creates.Create(ctx, op)
+	if r.Err != nil {
+		return nil, false, translate(r.Err)
+	}
+	return r.Stored, r.Created, nil
+}
+
+// createAlone creates op in a transaction of its own, taking a lock on its
+// idempotency key so that Creates with the same key, in any process, wait
+// for each other and exactly one inserts.
+func (b *Backend) createAlone(ctx context.Context, op *backend.Operation) (*backend.Operation, bool, error) {
 	tx, err := b.pool.Begin(ctx)
 	if err != nil {
 		return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-
 	if op.IdempotencyKey != "" {
-		// Creates with the same key wait for each other, so that exactly one
-		// of them inserts.
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", op.Owner+"\x1f"+op.IdempotencyKey); err != nil {
 			return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
 		}
@@ -185,28 +205,95 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 			return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
 		}
 	}
-
-	job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: op.ID, Timeout: op.Timeout}, nil)
+	stored, err := b.insert(ctx, tx, []*backend.Operation{op})
 	if err != nil {
-		return nil, false, translate(fmt.Errorf("postgres: create: inserting the job: %w", err))
-	}
-	stored := *op
-	stored.Status, stored.Attempt = backend.NotStarted, 0
-	stored.Response, stored.Failure, stored.ExpiresAt = nil, nil, time.Time{}
-	stored.UpdatedAt = cmp.Or(stored.UpdatedAt, stored.CreatedAt)
-	_, err = tx.Exec(ctx, "INSERT INTO "+b.names.operation+` (id, owner, idempotency_key, fingerprint, status,
-		request, timeout_us, retention_us, created_at, updated_at, job_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		stored.ID, stored.Owner, stored.IdempotencyKey, stored.Fingerprint, stored.Status, stored.Request,
-		stored.Timeout.Microseconds(), stored.Retention.Microseconds(), stored.CreatedAt, stored.UpdatedAt, job.Job.ID)
-	if err != nil {
-		return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
+		return nil, false, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
 	}
-	stored.CreatedAt, stored.UpdatedAt = stored.CreatedAt.Truncate(time.Microsecond), stored.UpdatedAt.Truncate(time.Microsecond)
-	return &stored, true, nil
+	return stored[0], true, nil
+}
+
+// createTogether implements groupcommit.Funcs.Together.
+func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Request) ([]groupcommit.Result, error) {
+	results := make([]groupcommit.Result, len(batch))
+	var ops []*backend.Operation
+	var positions []int
+	for i, req := range batch {
+		if err := req.Ctx.Err(); err != nil {
+			results[i].Err = err // given up: not inserted
+			continue
+		}
+		ops = append(ops, req.Op)
+		positions = append(positions, i)
+	}
+	if len(ops) == 0 {
+		return results, nil
+	}
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: create: %w", err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	stored, err := b.insert(ctx, tx, ops)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, translate(fmt.Errorf("postgres: create: %w", err))
+	}
+	for i, op := range stored {
+		results[positions[i]] = groupcommit.Result{Stored: op, Created: true}
+	}
+	return results, nil
+}
+
+// createOne implements groupcommit.Funcs.Alone.
+func (b *Backend) createOne(req groupcommit.Request) groupcommit.Result {
+	stored, created, err := b.createAlone(req.Ctx, req.Op)
+	return groupcommit.Result{Stored: stored, Created: created, Err: err}
+}
+
+// insert inserts ops and their River jobs in tx, two statements whatever
+// their number, and returns them as stored.
+func (b *Backend) insert(ctx context.Context, tx pgx.Tx, ops []*backend.Operation) ([]*backend.Operation, error) {
+	params := make([]river.InsertManyParams, len(ops))
+	for i, op := range ops {
+		params[i] = river.InsertManyParams{Args: riverjob.Args{OperationID: op.ID, Timeout: op.Timeout}}
+	}
+	jobs, err := b.river.InsertManyTx(ctx, tx, params)
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: create: inserting the jobs: %w", err))
+	}
+	var (
+		stored                       = make([]*backend.Operation, len(ops))
+		ids, owners, keys, statuses  = make([]string, len(ops)), make([]string, len(ops)), make([]string, len(ops)), make([]string, len(ops))
+		fingerprints, requests       = make([][]byte, len(ops)), make([][]byte, len(ops))
+		timeouts, retentions, jobIDs = make([]int64, len(ops)), make([]int64, len(ops)), make([]int64, len(ops))
+		createdAts, updatedAts       = make([]time.Time, len(ops)), make([]time.Time, len(ops))
+	)
+	for i, op := range ops {
+		s := *op
+		s.Status, s.Attempt, s.Progress = backend.NotStarted, 0, backend.Progress{}
+		s.Response, s.Failure, s.ExpiresAt = nil, nil, time.Time{}
+		s.CreatedAt = s.CreatedAt.Truncate(time.Microsecond)
+		s.UpdatedAt = cmp.Or(s.UpdatedAt, s.CreatedAt).Truncate(time.Microsecond)
+		stored[i] = &s
+		ids[i], owners[i], keys[i], statuses[i] = s.ID, s.Owner, s.IdempotencyKey, string(s.Status)
+		fingerprints[i], requests[i] = s.Fingerprint, s.Request
+		timeouts[i], retentions[i], jobIDs[i] = s.Timeout.Microseconds(), s.Retention.Microseconds(), jobs[i].Job.ID
+		createdAts[i], updatedAts[i] = s.CreatedAt, s.UpdatedAt
+	}
+	_, err = tx.Exec(ctx, "INSERT INTO "+b.names.operation+` (id, owner, idempotency_key, fingerprint, status,
+		request, timeout_us, retention_us, created_at, updated_at, job_id)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bytea[],
+			$7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::bigint[])`,
+		ids, owners, keys, fingerprints, statuses, requests, timeouts, retentions, createdAts, updatedAts, jobIDs)
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: create: %w", err))
+	}
+	return stored, nil
 }
 
 // Get implements backend.Backend.
@@ -401,6 +488,10 @@ func (b *Backend) Stop(ctx context.Context) error {
 	var err error
 	b.stopOnce.Do(func() {
 		err = b.worker.Stop(ctx, b.river)
+		b.createMu.Lock() // waits for Creates in flight
+		b.creates.Stop()
+		b.createsEnded = true
+		b.createMu.Unlock()
 		b.stopListener()
 		b.listening.Wait()
 	})

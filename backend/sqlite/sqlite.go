@@ -40,6 +40,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/internal/groupcommit"
 	"github.com/asyncreply/asyncreply/backend/internal/riverjob"
 	"github.com/asyncreply/asyncreply/backend/internal/watch"
 )
@@ -97,12 +98,10 @@ type Backend struct {
 	watchers   watch.Hub
 	watchBegun chan struct{} // wakes the idle poller
 
-	creates       chan *createRequest // to the group committer
-	stopCommitter chan struct{}
-	committing    sync.WaitGroup
-	stopPoller    context.CancelFunc
-	polling       sync.WaitGroup
-	stopOnce      sync.Once
+	creates    *groupcommit.Committer
+	stopPoller context.CancelFunc
+	polling    sync.WaitGroup
+	stopOnce   sync.Once
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -206,9 +205,7 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 	b.stopPoller = cancel
 	b.polling.Add(1)
 	go b.poll(pollCtx)
-	b.creates, b.stopCommitter = make(chan *createRequest), make(chan struct{})
-	b.committing.Add(1)
-	go b.commitCreates()
+	b.creates = groupcommit.Start(groupcommit.Funcs{Together: b.createTogether, Alone: b.createOne})
 	return b, nil
 }
 
@@ -278,96 +275,27 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 	if db != b.db { // stopped: no group committer any more
 		return b.createAlone(ctx, db, op)
 	}
-	req := &createRequest{ctx: ctx, op: op, done: make(chan createResult, 1)}
-	select {
-	case b.creates <- req:
-	case <-ctx.Done():
-		return nil, false, translate(fmt.Errorf("sqlite: create: %w", ctx.Err()))
+	r := b.creates.Create(ctx, op)
+	if r.Err != nil {
+		return nil, false, translate(r.Err)
 	}
-	select {
-	case res := <-req.done:
-		return res.stored, res.created, res.err
-	case <-ctx.Done():
-		// The operation may still be committed; the caller, told it was not,
-		// will not acknowledge it, which is the safe side.
-		return nil, false, translate(fmt.Errorf("sqlite: create: %w", ctx.Err()))
-	}
+	return r.Stored, r.Created, nil
 }
 
-// createRequest is one Create waiting for the group committer.
-type createRequest struct {
-	ctx  context.Context
-	op   *backend.Operation
-	done chan createResult
-}
-
-type createResult struct {
-	stored  *backend.Operation
-	created bool
-	err     error
-}
-
-// maxCreateBatch bounds how many Creates share one transaction.
-const maxCreateBatch = 256
-
-// commitCreates is the group committer: every commit costs an fsync, so the
-// Creates that arrive while one transaction commits are inserted together in
-// the next. A lone Create does not wait for company.
-func (b *Backend) commitCreates() {
-	defer b.committing.Done()
-	for {
-		var batch []*createRequest
-		select {
-		case req := <-b.creates:
-			batch = append(batch, req)
-		case <-b.stopCommitter:
-			return
-		}
-	gather:
-		for len(batch) < maxCreateBatch {
-			select {
-			case req := <-b.creates:
-				batch = append(batch, req)
-			default:
-				break gather
-			}
-		}
-		b.createBatch(batch)
-	}
-}
-
-// createBatch inserts a batch in one transaction. If the transaction fails,
-// each Create is tried alone, so that one bad operation fails only itself.
-func (b *Backend) createBatch(batch []*createRequest) {
-	ctx, cancel := context.WithTimeout(context.Background(), busyTimeout+5*time.Second)
-	defer cancel()
-	results, err := b.createTogether(ctx, batch)
-	for i, req := range batch {
-		switch {
-		case err == nil:
-			req.done <- results[i]
-		case len(batch) == 1:
-			req.done <- createResult{err: err}
-		default:
-			stored, created, err := b.createAlone(req.ctx, b.db, req.op)
-			req.done <- createResult{stored, created, err}
-		}
-	}
-}
-
-func (b *Backend) createTogether(ctx context.Context, batch []*createRequest) ([]createResult, error) {
+// createTogether implements groupcommit.Funcs.Together.
+func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Request) ([]groupcommit.Result, error) {
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, translate(fmt.Errorf("sqlite: create: %w", err))
 	}
 	defer tx.Rollback()
-	results := make([]createResult, len(batch))
+	results := make([]groupcommit.Result, len(batch))
 	for i, req := range batch {
-		if err := req.ctx.Err(); err != nil {
-			results[i].err = translate(fmt.Errorf("sqlite: create: %w", err)) // given up: not inserted
+		if err := req.Ctx.Err(); err != nil {
+			results[i].Err = err // given up: not inserted
 			continue
 		}
-		results[i].stored, results[i].created, err = b.createInTx(ctx, tx, req.op)
+		results[i].Stored, results[i].Created, err = b.createInTx(ctx, tx, req.Op)
 		if err != nil {
 			return nil, err
 		}
@@ -376,6 +304,12 @@ func (b *Backend) createTogether(ctx context.Context, batch []*createRequest) ([
 		return nil, translate(fmt.Errorf("sqlite: create: %w", err))
 	}
 	return results, nil
+}
+
+// createOne implements groupcommit.Funcs.Alone.
+func (b *Backend) createOne(req groupcommit.Request) groupcommit.Result {
+	stored, created, err := b.createAlone(req.Ctx, b.db, req.Op)
+	return groupcommit.Result{Stored: stored, Created: created, Err: err}
 }
 
 // createAlone creates one operation in a transaction of its own.
@@ -714,8 +648,7 @@ func (b *Backend) Stop(ctx context.Context) error {
 		b.polling.Wait()
 		b.dbMu.Lock() // waits for calls in flight, Creates included
 		defer b.dbMu.Unlock()
-		close(b.stopCommitter)
-		b.committing.Wait()
+		b.creates.Stop()
 		if closeErr := b.db.Close(); closeErr != nil {
 			err = errors.Join(err, fmt.Errorf("sqlite: closing the database: %w", closeErr))
 		}
