@@ -115,6 +115,26 @@ type Config struct {
 	// connections per host.
 	Transport http.RoundTripper
 
+	// Owner binds each operation to its caller, so that its monitor URLs are
+	// a 404 for anyone else. It is one of:
+	//   - "header:NAME" or "cookie:NAME": the value of that request header or
+	//     cookie, for a credential that does not change between requests (an
+	//     API token, a stable cookie). Not a session cookie the application
+	//     re-issues on every response, as Rails' cookie store does.
+	//   - "issue-cookie": the gateway issues its own random, HttpOnly,
+	//     SameSite=Lax cookie (OwnerCookie) to a client submitting without
+	//     one and binds the operation to it. The upstream never sees it.
+	//   - "upstream:PATH": the gateway asks the upstream who the caller is,
+	//     with a GET of PATH carrying only the caller's cookies and
+	//     Authorization; a 2xx answer's body is the principal, anything else
+	//     means anonymous. Answers are remembered for a few seconds per
+	//     credential. It binds to the user, across cookie rotations and
+	//     devices.
+	// A request whose owner cannot be determined is answered 403 at submit
+	// and 404 at poll. Defaults to "": the unguessable monitor URL is the
+	// only key to an operation.
+	Owner string
+
 	// Logger receives structured logs. Defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -142,6 +162,7 @@ type Gateway struct {
 	middleware *asyncreply.Middleware
 	proxy      *httputil.ReverseProxy
 	async      *http.ServeMux  // the async patterns, for matching only
+	owner      *owner          // nil without Config.Owner
 	transport  *http.Transport // ours to close, when Config.Transport was nil
 
 	handlerOnce sync.Once
@@ -172,6 +193,11 @@ func New(cfg Config) (*Gateway, error) {
 		g.transport = newTransport()
 		cfg.Transport = g.transport
 	}
+	var ownerFunc func(*http.Request) (string, error)
+	if mode, _ := parseOwner(cfg.Owner); mode.kind != "" { // validated above
+		g.owner = newOwner(mode, &cfg, upstream)
+		ownerFunc = g.owner.principal
+	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       g.rewrite,
 		Transport:     cfg.Transport,
@@ -189,6 +215,7 @@ func New(cfg Config) (*Gateway, error) {
 		Timeout:        cfg.Timeout,
 		Logger:         cfg.Logger,
 		Key:            cfg.Key,
+		Owner:          ownerFunc,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -234,6 +261,9 @@ func (cfg Config) validate() (*url.URL, *http.ServeMux, error) {
 	async, err := asyncRoutes(cfg.Async, prefix)
 	if err != nil {
 		return nil, nil, &ConfigError{"Async", err}
+	}
+	if _, err := parseOwner(cfg.Owner); err != nil {
+		return nil, nil, &ConfigError{"Owner", err}
 	}
 	return upstream, async, nil
 }
@@ -312,7 +342,11 @@ func (g *Gateway) Handler() http.Handler {
 		// but not serving through it, keeps pass-through requests unchanged:
 		// no redirect to a cleaned path, no 405 in place of the upstream's.
 		g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if _, pattern := g.async.Handler(r); pattern != "" || strings.HasPrefix(r.URL.Path, g.cfg.Prefix) {
+			_, pattern := g.async.Handler(r)
+			if monitor := strings.HasPrefix(r.URL.Path, g.cfg.Prefix); pattern != "" || monitor {
+				if g.owner != nil && g.owner.mode.kind == "issue-cookie" {
+					r = g.bindOwnerCookie(w, r, monitor)
+				}
 				async.ServeHTTP(w, r)
 				return
 			}
@@ -371,6 +405,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		}
 	}
 	pr.Out.Header.Del(OperationHeader)
+	if g.owner != nil && g.owner.mode.kind == "issue-cookie" {
+		stripCookie(pr.Out.Header, OwnerCookie, false) // the gateway's own, not the upstream's
+	}
 	if id, ok := asyncreply.OperationID(pr.In.Context()); ok {
 		pr.Out.Header.Set(OperationHeader, id)
 	}

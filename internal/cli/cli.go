@@ -106,6 +106,7 @@ type gatewayOptions struct {
 	timeout        time.Duration
 	publicURL      string
 	trustedProxies prefixList
+	owner          string
 	key            []byte // no flag yet: set by demo
 }
 
@@ -118,8 +119,18 @@ answer 202 Accepted at once and are replayed to the upstream by a worker; the
 client polls the monitor URL until it is redirected to the response. Every
 other route is proxied unchanged (streaming, SSE and WebSocket included).
 
-Without --owner (a later release), the unguessable monitor URL is the only key
-to an operation: whoever holds it may read the response.
+--owner binds each operation to its caller, so that its monitor URL is a 404
+for anyone else. MODE is one of:
+  header:NAME    a keyed hash of that request header: an API token that does not change
+  cookie:NAME    a keyed hash of that cookie: only a cookie whose value stays the same
+  issue-cookie   the gateway issues its own HttpOnly, SameSite=Lax owner cookie; no app change
+  upstream:PATH  GET PATH on the upstream with the caller's cookies and Authorization;
+                 its 2xx body names the user (cached a few seconds), anything else is anonymous
+A Rails app on the default cookie store: issue-cookie or upstream:/whoami, NOT
+cookie:_myapp_session, whose value the app re-issues on every response. An API
+with bearer tokens: header:Authorization. Without --owner, the unguessable
+monitor URL is the only key to an operation: whoever holds it may read the
+response.
 `)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "`address` to listen on")
 	fs.StringVar(&o.upstream, "upstream", "", "`URL` of the application to forward to, e.g. http://127.0.0.1:3000 (required)")
@@ -132,6 +143,7 @@ to an operation: whoever holds it may read the response.
 	fs.DurationVar(&o.timeout, "timeout", gateway.DefaultTimeout, "longest a replay may run; then it fails with 504")
 	fs.StringVar(&o.publicURL, "public-url", "", "scheme and host of the monitor URLs sent to clients, e.g. https://app.example; when unset, built from each request")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "`CIDR` of a proxy whose X-Forwarded-* headers are believed; repeatable")
+	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
 	if err := fs.parse(args, getenv); err != nil {
 		return nil, err
 	}
@@ -148,6 +160,7 @@ to an operation: whoever holds it may read the response.
 var flagOf = map[string]string{
 	"Upstream": "--upstream", "Async": "--async", "Concurrency": "--concurrency", "Wait": "--wait",
 	"Timeout": "--timeout", "Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url",
+	"Owner": "--owner",
 }
 
 // newGateway opens the backend and creates the gateway. Errors name the
@@ -167,6 +180,7 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 		Prefix:         o.prefix,
 		PublicURL:      o.publicURL,
 		TrustedProxies: o.trustedProxies.values,
+		Owner:          o.owner,
 		Logger:         logger,
 		Key:            o.key,
 	}

@@ -33,6 +33,7 @@ func TestParseGatewayFlags(t *testing.T) {
 		"--wait", "2s", "--backend", "memory:", "--concurrency", "3", "--prefix", "/ops/",
 		"--retention", "1h", "--timeout", "5m", "--public-url", "https://app.example",
 		"--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "192.168.1.1",
+		"--owner", "upstream:/whoami",
 	}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +44,7 @@ func TestParseGatewayFlags(t *testing.T) {
 		wait:  2 * time.Second, backend: "memory:", concurrency: 3, prefix: "/ops/",
 		retention: time.Hour, timeout: 5 * time.Minute, publicURL: "https://app.example",
 		trustedProxies: prefixList{values: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")}},
+		owner:          "upstream:/whoami",
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got  %+v\nwant %+v", o, want)
@@ -69,12 +71,13 @@ func TestParseGatewayEnvironment(t *testing.T) {
 		"ASYNCREPLY_PUBLIC_URL":    "https://env.example",
 		"ASYNCREPLY_TRUSTED_PROXY": "10.0.0.0/8",
 		"ASYNCREPLY_CONCURRENCY":   "7",
+		"ASYNCREPLY_OWNER":         "issue-cookie",
 	}
 	o, err := parseGateway(nil, env(vars), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.upstream != "http://127.0.0.1:3000" || o.wait != 3*time.Second || o.publicURL != "https://env.example" || o.concurrency != 7 {
+	if o.upstream != "http://127.0.0.1:3000" || o.wait != 3*time.Second || o.publicURL != "https://env.example" || o.concurrency != 7 || o.owner != "issue-cookie" {
 		t.Errorf("from the environment: %+v", o)
 	}
 	if want := []string{"GET /reports/{id}", "POST /exports"}; !reflect.DeepEqual(o.async.values, want) {
@@ -101,13 +104,13 @@ func TestGatewayHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("exit %d, stderr %s", code, stderr.String())
 	}
 	help := stdout.String()
-	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy"} {
+	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner"} {
 		re := regexp.MustCompile(`(?m)^  --` + regexp.QuoteMeta(name) + ` .*\n.*\n\s+default: .+; env: ` + envName(name) + `$`)
 		if !re.MatchString(help) {
 			t.Errorf("--help does not list --%s with its default and environment variable", name)
 		}
 	}
-	for _, want := range []string{"default: 127.0.0.1:8080", "default: sqlite://./asyncreply.db", "default: 4;", "only key"} {
+	for _, want := range []string{"default: 127.0.0.1:8080", "default: sqlite://./asyncreply.db", "default: 4;", "only key", "issue-cookie", "upstream:/whoami", "NOT\ncookie:_myapp_session"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("--help does not say %q:\n%s", want, help)
 		}
@@ -132,6 +135,10 @@ func TestBadConfigurationExits2NamingTheFlag(t *testing.T) {
 		{"bad prefix", append([]string{"gateway", "--prefix", "ops"}, up...), nil, []string{"--prefix", `"ops"`}},
 		{"bad public url", append([]string{"gateway", "--public-url", "app.example"}, up...), nil, []string{"--public-url"}},
 		{"negative concurrency", append([]string{"gateway", "--concurrency", "-1"}, up...), nil, []string{"--concurrency", "negative"}},
+		{"unknown owner mode", append([]string{"gateway", "--owner", "session"}, up...), nil, []string{"--owner", `"session"`, "unknown mode"}},
+		{"owner without name", append([]string{"gateway", "--owner", "cookie:"}, up...), nil, []string{"--owner", "empty NAME"}},
+		{"owner relative path", append([]string{"gateway", "--owner", "upstream:whoami"}, up...), nil, []string{"--owner", `"/"`}},
+		{"bad owner in environment", append([]string{"gateway"}, up...), map[string]string{"ASYNCREPLY_OWNER": "header:"}, []string{"--owner", "empty NAME"}},
 		{"malformed backend", append([]string{"gateway", "--backend", "nosuch"}, up...), nil, []string{"--backend", "nosuch"}},
 		{"bad environment", []string{"gateway"}, map[string]string{"ASYNCREPLY_TIMEOUT": "forever"}, []string{"ASYNCREPLY_TIMEOUT", "--timeout", "forever"}},
 		{"stray argument", append([]string{"gateway", "extra"}, up...), nil, []string{"extra"}},

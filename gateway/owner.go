@@ -1,0 +1,346 @@
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// OwnerCookie is the name of the cookie the gateway issues in the
+// "issue-cookie" Owner mode. The gateway removes it from every request it
+// forwards, so the upstream never sees it.
+const OwnerCookie = "asyncreply_owner"
+
+const (
+	// whoamiTimeout bounds one question to the upstream in the
+	// "upstream:PATH" mode; a slow answer must not hold up a 202 for long.
+	whoamiTimeout = 5 * time.Second
+	// whoamiTTL is how long the upstream's answer for one credential is
+	// believed, so that a poller does not ask it on every poll.
+	whoamiTTL = 5 * time.Second
+	// whoamiMaxBody caps the principal the upstream may return: a user ID or
+	// name, not a page.
+	whoamiMaxBody = 1 << 10
+	// whoamiCacheSize bounds the credentials remembered at once.
+	whoamiCacheSize = 10_000
+)
+
+var errAnonymous = errors.New("gateway: the request carries no credential identifying its owner")
+
+// ownerMode is a parsed Config.Owner.
+type ownerMode struct {
+	kind string // "header", "cookie", "issue-cookie" or "upstream"; "" for none
+	name string // the header or cookie name, or the upstream PATH
+}
+
+// parseOwner parses Config.Owner: "", "header:NAME", "cookie:NAME",
+// "issue-cookie" or "upstream:PATH".
+func parseOwner(mode string) (ownerMode, error) {
+	const want = `want "header:NAME", "cookie:NAME", "issue-cookie", "upstream:PATH" or "" (none)`
+	if mode == "" {
+		return ownerMode{}, nil
+	}
+	kind, arg, hasArg := strings.Cut(mode, ":")
+	switch kind {
+	case "header", "cookie":
+		if arg == "" {
+			return ownerMode{}, fmt.Errorf("%q: empty NAME (%s)", mode, want)
+		}
+		if !validToken(arg) { // header and cookie names are both RFC 9110 tokens
+			return ownerMode{}, fmt.Errorf("%q: %q is not a valid %s name", mode, arg, kind)
+		}
+		if kind == "header" {
+			arg = http.CanonicalHeaderKey(arg)
+		}
+	case "issue-cookie":
+		if hasArg {
+			return ownerMode{}, fmt.Errorf("%q: issue-cookie takes no argument (%s)", mode, want)
+		}
+	case "upstream":
+		u, err := url.Parse(arg)
+		if !strings.HasPrefix(arg, "/") || strings.HasPrefix(arg, "//") || err != nil || u.Fragment != "" {
+			return ownerMode{}, fmt.Errorf("%q: PATH must be a path on the upstream starting with \"/\", e.g. upstream:/whoami", mode)
+		}
+	default:
+		return ownerMode{}, fmt.Errorf("%q: unknown mode (%s)", mode, want)
+	}
+	return ownerMode{kind: kind, name: arg}, nil
+}
+
+func validToken(s string) bool {
+	for i := range len(s) {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// owner derives the principal of a request for asyncreply.Config.Owner.
+type owner struct {
+	mode   ownerMode
+	secret []byte
+	whoami *url.URL     // upstream mode: where to ask
+	client *http.Client // upstream mode
+	cache  *principalCache
+}
+
+func newOwner(mode ownerMode, cfg *Config, upstream *url.URL) *owner {
+	o := &owner{mode: mode}
+	// The principal leaves the gateway as an HMAC, not as the raw token or
+	// cookie, so that no credential is handed to the library (which digests
+	// it again before storing it). The key derives from Config.Key: with a
+	// Key, a stolen store does not let anyone test guesses of low-entropy
+	// credentials against the owners; without one the recorded requests are
+	// stored in clear anyway, so a fixed key loses nothing. It is never
+	// random per process: owners must survive a restart and be the same in
+	// every gateway sharing a backend.
+	mac := hmac.New(sha256.New, cfg.Key)
+	mac.Write([]byte("asyncreply gateway owner v1"))
+	o.secret = mac.Sum(nil)
+	if mode.kind == "upstream" {
+		ref, _ := url.Parse(mode.name) // validated by parseOwner
+		o.whoami = upstream.JoinPath(ref.Path)
+		o.whoami.RawQuery = ref.RawQuery
+		o.client = &http.Client{
+			Transport: cfg.Transport,
+			Timeout:   whoamiTimeout,
+			// A redirect is the upstream's way of saying "log in": anonymous.
+			// Following it would make its login page everyone's principal.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+		o.cache = &principalCache{entries: make(map[[32]byte]cachedPrincipal)}
+	}
+	return o
+}
+
+// principal is the asyncreply.Config.Owner function.
+func (o *owner) principal(r *http.Request) (string, error) {
+	var value string
+	switch o.mode.kind {
+	case "header":
+		value = r.Header.Get(o.mode.name)
+	case "cookie":
+		if c, err := r.Cookie(o.mode.name); err == nil {
+			value = c.Value
+		}
+	case "issue-cookie":
+		value, _ = r.Context().Value(ownerCookieKey{}).(string)
+	case "upstream":
+		var err error
+		if value, err = o.askUpstream(r); err != nil {
+			return "", err
+		}
+	}
+	if value == "" {
+		return "", errAnonymous
+	}
+	mac := hmac.New(sha256.New, o.secret)
+	mac.Write([]byte(o.mode.kind + "\x00" + value))
+	return hex.EncodeToString(mac.Sum(nil)), nil
+}
+
+// askUpstream asks the upstream who sent r, passing on only r's cookies and
+// Authorization, and remembers the answer for whoamiTTL per credential: a
+// poller does not cost a request to the upstream each time, and since the
+// answer is the user and not the cookie, a session cookie the upstream
+// rotates on every response (Rails' cookie store) still names the same user.
+func (o *owner) askUpstream(r *http.Request) (string, error) {
+	cookies, authorization := r.Header.Values("Cookie"), r.Header.Values("Authorization")
+	if len(cookies) == 0 && len(authorization) == 0 {
+		// Every such caller would look the same to the upstream: whatever it
+		// answered would be a principal shared by all of them.
+		return "", errAnonymous
+	}
+	key := sha256.Sum256([]byte(strings.Join(cookies, "\x00") + "\x01" + strings.Join(authorization, "\x00")))
+	now := time.Now()
+	if p, ok := o.cache.get(key, now); ok {
+		if p == "" {
+			return "", errAnonymous
+		}
+		return p, nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), whoamiTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.whoami.String(), nil)
+	if err != nil {
+		return "", fmt.Errorf("gateway: asking the upstream who the caller is: %w", err)
+	}
+	for _, c := range cookies {
+		req.Header.Add("Cookie", c)
+	}
+	for _, a := range authorization {
+		req.Header.Add("Authorization", a)
+	}
+	req.Header.Set("Accept", "text/plain")
+	resp, err := o.client.Do(req)
+	if err != nil {
+		// Not remembered: the next request asks again.
+		return "", fmt.Errorf("gateway: asking the upstream who the caller is: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, whoamiMaxBody+1))
+	if err != nil {
+		return "", fmt.Errorf("gateway: reading the upstream's answer to who the caller is: %w", err)
+	}
+	principal := ""
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if len(body) > whoamiMaxBody {
+			return "", fmt.Errorf("gateway: the upstream's answer to who the caller is exceeds %d bytes", whoamiMaxBody)
+		}
+		principal = strings.TrimSpace(string(body))
+	}
+	o.cache.put(key, principal, now.Add(whoamiTTL))
+	if principal == "" {
+		return "", errAnonymous
+	}
+	return principal, nil
+}
+
+// principalCache remembers the upstream's answers per credential digest; ""
+// remembers an anonymous caller.
+type principalCache struct {
+	mu      sync.Mutex
+	entries map[[32]byte]cachedPrincipal
+}
+
+type cachedPrincipal struct {
+	principal string
+	expires   time.Time
+}
+
+func (c *principalCache) get(key [32]byte, now time.Time) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok || !now.Before(e.expires) {
+		return "", false
+	}
+	return e.principal, true
+}
+
+func (c *principalCache) put(key [32]byte, principal string, expires time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= whoamiCacheSize {
+		for k, e := range c.entries {
+			if !time.Now().Before(e.expires) {
+				delete(c.entries, k)
+			}
+		}
+		for k := range c.entries { // still full: forget any one
+			if len(c.entries) < whoamiCacheSize {
+				break
+			}
+			delete(c.entries, k)
+		}
+	}
+	c.entries[key] = cachedPrincipal{principal, expires}
+}
+
+// ownerCookieKey is the context key of the OwnerCookie value in the
+// "issue-cookie" mode.
+type ownerCookieKey struct{}
+
+// ownerCookieLength is the length of an issued owner cookie: 128 bits from
+// crypto/rand, base64url.
+const ownerCookieLength = 22
+
+// bindOwnerCookie handles the "issue-cookie" mode for a request to an async
+// route or a monitor URL. It takes the gateway's cookie out of the request,
+// so that it is neither recorded nor replayed to the upstream, and puts its
+// value in the context for owner.principal. A submit without one gets a new
+// cookie; every submit gets it again, so that it lives as long as the
+// operation it binds.
+func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monitor bool) *http.Request {
+	value, found := stripCookie(r.Header, OwnerCookie, true)
+	if found {
+		r = r.Clone(r.Context()) // the header is changed below, not the caller's
+		stripCookie(r.Header, OwnerCookie, false)
+	}
+	if len(value) != ownerCookieLength || base64Invalid(value) {
+		value = ""
+	}
+	if !monitor {
+		if value == "" {
+			var b [16]byte
+			rand.Read(b[:]) // crypto/rand.Read never fails
+			value = base64.RawURLEncoding.EncodeToString(b[:])
+		}
+		maxAge := cmp.Or(g.cfg.Retention, DefaultRetention) + cmp.Or(g.cfg.Timeout, DefaultTimeout)
+		http.SetCookie(w, &http.Cookie{
+			Name:     OwnerCookie,
+			Value:    value,
+			Path:     "/",
+			MaxAge:   int(maxAge / time.Second),
+			HttpOnly: true,
+			Secure:   g.secure(r),
+			SameSite: http.SameSiteLaxMode,
+		})
+	}
+	if value == "" {
+		return r
+	}
+	return r.WithContext(context.WithValue(r.Context(), ownerCookieKey{}, value))
+}
+
+func base64Invalid(s string) bool {
+	_, err := base64.RawURLEncoding.DecodeString(s)
+	return err != nil
+}
+
+// secure reports whether the client reached the gateway over HTTPS.
+func (g *Gateway) secure(r *http.Request) bool {
+	if r.TLS != nil || strings.HasPrefix(g.cfg.PublicURL, "https:") {
+		return true
+	}
+	return g.fromTrustedProxy(r.RemoteAddr) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+// stripCookie returns the value of the first cookie called name in h's
+// Cookie headers and whether there was one; unless dryRun, it also removes
+// every cookie of that name, leaving the others as they were.
+func stripCookie(h http.Header, name string, dryRun bool) (value string, found bool) {
+	lines := h.Values("Cookie")
+	kept := lines[:0:0]
+	for _, line := range lines {
+		parts := strings.Split(line, ";")
+		keep := parts[:0]
+		for _, part := range parts {
+			n, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if n == name {
+				if !found {
+					value, found = strings.Trim(v, `"`), true
+				}
+				continue
+			}
+			if strings.TrimSpace(part) != "" {
+				keep = append(keep, strings.TrimSpace(part))
+			}
+		}
+		if len(keep) > 0 {
+			kept = append(kept, strings.Join(keep, "; "))
+		}
+	}
+	if !dryRun && found {
+		if len(kept) == 0 {
+			h.Del("Cookie")
+		} else {
+			h["Cookie"] = kept
+		}
+	}
+	return value, found
+}

@@ -1,0 +1,370 @@
+package gateway_test
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/asyncreply/asyncreply/gateway"
+)
+
+// unknownID is a well-formed operation ID that no operation has.
+const unknownID = "AAAAAAAAAAAAAAAAAAAAAA"
+
+// as adds a caller's credentials to a request.
+type as func(*http.Request)
+
+func withHeader(name, value string) as {
+	return func(r *http.Request) { r.Header.Set(name, value) }
+}
+
+func withCookie(name, value string) as {
+	return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: name, Value: value}) }
+}
+
+func (b *bundle) send(t *testing.T, method, rawURL string, who as, header ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who != nil {
+		who(req)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return b.do(t, req)
+}
+
+// submit sends GET /report as who and returns the monitor URL of the 202.
+func (b *bundle) submit(t *testing.T, who as) (string, *http.Response) {
+	t.Helper()
+	resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", who)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit: %d %s, want 202", resp.StatusCode, body)
+	}
+	return resp.Header.Get("Location"), resp
+}
+
+// resultAs polls monitor as who until it redirects, and returns the body of
+// the response it leads to.
+func (b *bundle) resultAs(t *testing.T, monitor string, who as) string {
+	t.Helper()
+	for {
+		resp, body := b.send(t, http.MethodGet, monitor, who, "Prefer", "wait=10")
+		switch resp.StatusCode {
+		case http.StatusAccepted:
+			continue
+		case http.StatusSeeOther:
+			next, err := url.Parse(monitor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, err = next.Parse(resp.Header.Get("Location"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, body = b.send(t, http.MethodGet, next.String(), who)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("response: %d %s", resp.StatusCode, body)
+			}
+			return body
+		default:
+			t.Fatalf("poll: %d %s", resp.StatusCode, body)
+		}
+	}
+}
+
+// assertHidden checks that every monitor URL of the operation at monitor
+// answers who exactly as it answers for an operation that does not exist.
+func (b *bundle) assertHidden(t *testing.T, monitor string, who as) {
+	t.Helper()
+	unknown := monitor[:strings.LastIndex(monitor, "/")+1] + unknownID
+	for _, probe := range []struct{ method, suffix string }{
+		{http.MethodGet, ""}, {http.MethodGet, "/response"}, {http.MethodGet, "/events"}, {http.MethodDelete, ""},
+	} {
+		want, wantBody := b.send(t, probe.method, unknown+probe.suffix, who)
+		got, gotBody := b.send(t, probe.method, monitor+probe.suffix, who)
+		if got.StatusCode != http.StatusNotFound || got.StatusCode != want.StatusCode || gotBody != wantBody ||
+			got.Header.Get("Content-Type") != want.Header.Get("Content-Type") {
+			t.Errorf("%s %s by another caller: %d %q, want %d %q as for an unknown ID",
+				probe.method, probe.suffix, got.StatusCode, gotBody, want.StatusCode, wantBody)
+		}
+	}
+}
+
+// whoUpstream is an upstream whose /report answers with the user its
+// /whoami names, and which records every Cookie header it receives.
+type whoUpstream struct {
+	users   map[string]string // session cookie value → user
+	whoami  atomic.Int64      // calls of /whoami
+	mu      sync.Mutex
+	cookies []string
+	whoHdrs []http.Header
+}
+
+func (u *whoUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	u.cookies = append(u.cookies, r.Header.Values("Cookie")...)
+	if r.URL.Path == "/whoami" {
+		u.whoHdrs = append(u.whoHdrs, r.Header.Clone())
+	}
+	u.mu.Unlock()
+	user := ""
+	if c, err := r.Cookie("session"); err == nil {
+		user = u.users[c.Value]
+	}
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		user = u.users[strings.TrimPrefix(auth, "Bearer ")]
+	}
+	if user == "" && r.Header.Get("X-Token") != "" {
+		user = u.users[r.Header.Get("X-Token")]
+	}
+	switch r.URL.Path {
+	case "/whoami":
+		u.whoami.Add(1)
+		if user == "" {
+			http.Error(w, "log in", http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, user+"\n")
+	case "/login":
+		http.Redirect(w, r, "/sign_in", http.StatusFound)
+	case "/sign_in":
+		io.WriteString(w, "<html>the login page, the same for everyone</html>")
+	default:
+		io.WriteString(w, "report for "+user)
+	}
+}
+
+func (u *whoUpstream) seenCookies() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.cookies...)
+}
+
+func newWhoUpstream() *whoUpstream {
+	return &whoUpstream{users: map[string]string{
+		"a1": "alice", "a2": "alice", "a3": "alice", // Alice's session cookie, rotated
+		"b1": "bob", "tok-a": "alice", "tok-b": "bob",
+	}}
+}
+
+func TestOwnerHidesOperationsFromOtherCallers(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mode           string
+		alice, bob     as
+		aliceAgain     as // Alice later, e.g. with a rotated cookie
+		nobody         as // a caller the mode cannot identify
+		wantAliceReply string
+	}{
+		{"header:X-Token", withHeader("X-Token", "tok-a"), withHeader("X-Token", "tok-b"), withHeader("X-Token", "tok-a"), nil, "report for alice"},
+		{"header:authorization", withHeader("Authorization", "Bearer tok-a"), withHeader("Authorization", "Bearer tok-b"), withHeader("Authorization", "Bearer tok-a"), withHeader("X-Token", "tok-a"), "report for alice"},
+		{"cookie:session", withCookie("session", "a1"), withCookie("session", "b1"), withCookie("session", "a1"), withCookie("other", "a1"), "report for alice"},
+		{"upstream:/whoami", withCookie("session", "a1"), withCookie("session", "b1"), withCookie("session", "a3"), withCookie("session", "stranger"), "report for alice"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}, Owner: tc.mode})
+			monitor, _ := b.submit(t, tc.alice)
+			b.assertHidden(t, monitor, tc.bob)
+			b.assertHidden(t, monitor, tc.nobody)
+			if got := b.resultAs(t, monitor, tc.aliceAgain); got != tc.wantAliceReply {
+				t.Errorf("Alice's result: %q, want %q", got, tc.wantAliceReply)
+			}
+			if resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", tc.nobody); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("submit by an unidentified caller: %d %s, want 403", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+func TestWithoutOwnerTheURLIsTheKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}})
+	monitor, _ := b.submit(t, withCookie("session", "a1"))
+	if got := b.resultAs(t, monitor, nil); got != "report for alice" {
+		t.Errorf("result by anyone holding the URL: %q", got)
+	}
+}
+
+func ownerCookieOf(t *testing.T, resp *http.Response) *http.Cookie {
+	t.Helper()
+	for _, c := range resp.Cookies() {
+		if c.Name == gateway.OwnerCookie {
+			return c
+		}
+	}
+	t.Fatalf("no %s cookie in %q", gateway.OwnerCookie, resp.Header.Values("Set-Cookie"))
+	return nil
+}
+
+func TestIssueCookie(t *testing.T) {
+	t.Parallel()
+	up := newWhoUpstream()
+	b := setup(t, up, gateway.Config{Async: []string{"GET /report"}, Owner: "issue-cookie"})
+
+	// Alice submits with her session but no owner cookie: the 202 issues one.
+	monitor, resp := b.submit(t, withCookie("session", "a1"))
+	issued := ownerCookieOf(t, resp)
+	if !issued.HttpOnly || issued.SameSite != http.SameSiteLaxMode || issued.Path != "/" || issued.Secure || issued.MaxAge <= 0 || len(issued.Value) < 22 {
+		t.Errorf("issued cookie %q: want HttpOnly, SameSite=Lax, Path=/, not Secure over http, a lifetime, 128 random bits", resp.Header.Values("Set-Cookie"))
+	}
+	alice := func(r *http.Request) {
+		r.AddCookie(&http.Cookie{Name: "session", Value: "a2"})
+		r.AddCookie(&http.Cookie{Name: gateway.OwnerCookie, Value: issued.Value})
+	}
+	b.assertHidden(t, monitor, nil)                                                       // no cookie at all
+	b.assertHidden(t, monitor, withCookie("session", "a1"))                               // Alice's session alone is not the key
+	b.assertHidden(t, monitor, withCookie(gateway.OwnerCookie, "BBBBBBBBBBBBBBBBBBBBBB")) // someone else's owner cookie
+	if got := b.resultAs(t, monitor, alice); got != "report for alice" {
+		t.Errorf("Alice's result: %q", got)
+	}
+
+	// Bob submits and gets a different cookie; Alice's operation is hidden from him.
+	_, resp = b.submit(t, withCookie("session", "b1"))
+	bobs := ownerCookieOf(t, resp)
+	if bobs.Value == issued.Value {
+		t.Fatal("Bob was issued Alice's cookie")
+	}
+	b.assertHidden(t, monitor, withCookie(gateway.OwnerCookie, bobs.Value))
+
+	// A client with the cookie keeps it: the same value again.
+	second, resp := b.submit(t, alice)
+	if again := ownerCookieOf(t, resp); again.Value != issued.Value {
+		t.Errorf("a submit with the owner cookie got a new one: %q, had %q", again.Value, issued.Value)
+	}
+	if got := b.resultAs(t, second, alice); got != "report for alice" { // replayed before the check below
+		t.Errorf("Alice's second result: %q", got)
+	}
+
+	// Pass-through with the cookie: the upstream sees the app's cookies, never the gateway's.
+	if resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/other", alice); resp.StatusCode != http.StatusOK || body != "report for alice" {
+		t.Errorf("pass-through: %d %q", resp.StatusCode, body)
+	}
+	for _, c := range up.seenCookies() {
+		if strings.Contains(c, gateway.OwnerCookie) {
+			t.Errorf("the upstream saw the gateway's cookie: %q", c)
+		}
+		if !strings.Contains(c, "session=") {
+			t.Errorf("the upstream lost the application's cookie: %q", c)
+		}
+	}
+}
+
+func TestIssueCookieIsSecureBehindHTTPS(t *testing.T) {
+	t.Parallel()
+	b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}, Owner: "issue-cookie", PublicURL: "https://app.example"})
+	_, resp := b.submit(t, nil)
+	if c := ownerCookieOf(t, resp); !c.Secure {
+		t.Errorf("cookie issued for an https public URL is not Secure: %q", resp.Header.Values("Set-Cookie"))
+	}
+}
+
+func TestIssueCookieIsSecureBehindTrustedHTTPSProxy(t *testing.T) {
+	t.Parallel()
+	b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}, Owner: "issue-cookie", TrustedProxies: mustPrefixes(t, "127.0.0.1/32")})
+	resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", nil, "X-Forwarded-Proto", "https")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", resp.StatusCode, body)
+	}
+	if c := ownerCookieOf(t, resp); !c.Secure {
+		t.Errorf("cookie issued behind a trusted https proxy is not Secure: %q", resp.Header.Values("Set-Cookie"))
+	}
+}
+
+func TestUpstreamOwnerSurvivesCookieRotationAndIsCached(t *testing.T) {
+	t.Parallel()
+	up := newWhoUpstream()
+	b := setup(t, up, gateway.Config{Async: []string{"GET /report"}, Owner: "upstream:/whoami"})
+	monitor, _ := b.submit(t, func(r *http.Request) {
+		r.AddCookie(&http.Cookie{Name: "session", Value: "a1"})
+		r.Header.Set("X-Private", "not for whoami")
+	})
+	// Rails re-issued the session cookie: Alice polls with a2, then a3.
+	if got := b.resultAs(t, monitor, withCookie("session", "a2")); got != "report for alice" {
+		t.Errorf("Alice's result after rotation: %q", got)
+	}
+	const polls = 20
+	before := up.whoami.Load()
+	for range polls {
+		if resp, body := b.send(t, http.MethodGet, monitor, withCookie("session", "a3")); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("poll with rotated cookie: %d %s", resp.StatusCode, body)
+		}
+	}
+	if calls := up.whoami.Load() - before; calls > 3 {
+		t.Errorf("%d polls with one cookie asked /whoami %d times; want it cached", polls, calls)
+	}
+	up.mu.Lock()
+	for _, h := range up.whoHdrs {
+		for name := range h {
+			switch name {
+			case "Cookie", "Authorization", "Accept", "Accept-Encoding", "User-Agent":
+			default:
+				t.Errorf("/whoami received the caller's %s header", name)
+			}
+		}
+	}
+	up.mu.Unlock()
+}
+
+func TestUpstreamOwnerAnonymousIsForbidden(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		mode string
+		who  as
+	}{
+		"401 from whoami": {"upstream:/whoami", withCookie("session", "stranger")},
+		"no credentials":  {"upstream:/whoami", nil},
+		"redirect":        {"upstream:/login", withCookie("session", "stranger")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}, Owner: tc.mode})
+			if resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", tc.who); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("submit: %d %s, want 403", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+func TestUpstreamOwnerUnreachableIsForbidden(t *testing.T) {
+	t.Parallel()
+	b := setup(t, newWhoUpstream(), gateway.Config{Upstream: deadUpstream(t), Async: []string{"GET /report"}, Owner: "upstream:/whoami"})
+	if resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", withCookie("session", "a1")); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("submit with the upstream down: %d %s, want 403", resp.StatusCode, body)
+	}
+}
+
+func TestOwnerConfigValidation(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mode string
+		want string // "" for valid
+	}{
+		{"", ""}, {"header:X-Api-Token", ""}, {"cookie:remember_token", ""}, {"issue-cookie", ""},
+		{"upstream:/whoami", ""}, {"upstream:/api/me?format=text", ""},
+		{"bogus", "unknown mode"}, {"header", "empty NAME"}, {"Header:X", "unknown mode"},
+		{"header:", "empty NAME"}, {"cookie:", "empty NAME"}, {"header:X Token", "not a valid header name"},
+		{"cookie:a;b", "not a valid cookie name"}, {"issue-cookie:x", "no argument"},
+		{"upstream:whoami", `starting with "/"`}, {"upstream:", `starting with "/"`}, {"upstream://evil.example/x", `starting with "/"`},
+	} {
+		err := gateway.Config{Upstream: "http://127.0.0.1:3000", Owner: tc.mode}.Validate()
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("Owner %q: %v", tc.mode, err)
+			}
+			continue
+		}
+		ce, ok := err.(*gateway.ConfigError)
+		if !ok || ce.Field != "Owner" || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.mode) {
+			t.Errorf("Owner %q: got %v, want a ConfigError for Owner saying %q", tc.mode, err, tc.want)
+		}
+	}
+}
