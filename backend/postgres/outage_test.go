@@ -152,6 +152,7 @@ func TestOutage(t *testing.T) {
 		ar.Shutdown(ctx)
 	})
 	client := srv.Client()
+	client.Timeout = 30 * time.Second // a hung request fails the test rather than the run
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 	accepted := map[string]string{} // report ID → monitor URL
@@ -214,8 +215,11 @@ func TestOutage(t *testing.T) {
 		}
 	}
 
+	// Attempts interrupted by the outage are retried within seconds, doubling
+	// up to 30 s: two minutes cover every acknowledged operation.
+	deadline := time.Now().Add(2 * time.Minute)
 	for report, location := range accepted {
-		body, err := testprocess.AwaitResponse(client, location, time.Minute)
+		body, err := testprocess.AwaitResponse(client, location, time.Until(deadline))
 		if err != nil {
 			t.Errorf("operation %s (acknowledged with 202): %v", report, err)
 			continue
