@@ -1,0 +1,366 @@
+// Package e2e_test runs the asyncreply gateway binary in front of a real
+// Rails application (testdata/rails/config.ru, served by puma), as a user
+// would deploy it: separate processes talking HTTP, a SQLite file on disk,
+// and SIGKILL for a crash.
+//
+// The tests need Debian's ruby-rails and puma packages (.ci/run installs
+// them). Without them they skip, except in CI (CI set), where they fail.
+package e2e_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/asyncreply/asyncreply/internal/testprocess"
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "asyncreply-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// acceptLimit is how fast the gateway must answer 202 to a slow route,
+// whatever the upstream is doing: the issue's "well under 100 ms".
+const acceptLimit = 100 * time.Millisecond
+
+// railsDelay is how long the Rails report action takes: a 202 that took as
+// long waited on the upstream.
+const railsDelay = time.Second
+
+// answerLimit bounds how long an operation may take to complete while the
+// gateway runs.
+const answerLimit = time.Minute
+
+// restartLimit bounds how long an operation may take to complete after a
+// gateway was killed: one that was running when it died is replayed only
+// once the SQLite backend's rescue delay (sqlite.DefaultRescueAfter, a
+// minute, and not before the operation's --timeout) has passed.
+const restartLimit = 3 * time.Minute
+
+// asyncRoute is the Rails app's slow action, made asynchronous.
+const asyncRoute = "GET /reports/{id}"
+
+// ownerModes are the --owner settings every Rails scenario runs under; args
+// are added to the gateway's command line.
+var ownerModes = []struct {
+	name string
+	args []string
+}{
+	{name: "none"},
+}
+
+// TestRails logs in through the gateway, gets a slow report accepted at
+// once and its answer rendered for the right user, and checks that other
+// routes pass through unchanged.
+func TestRails(t *testing.T) {
+	t.Parallel()
+	rails := startRails(t)
+	for _, mode := range ownerModes {
+		t.Run("owner="+mode.name, func(t *testing.T) {
+			db := filepath.Join(t.TempDir(), "asyncreply.db")
+			_, gw := startRailsGateway(t, "127.0.0.1:0", rails, db, mode.args...)
+
+			t.Run("report", func(t *testing.T) {
+				alice := login(t, gw, "alice")
+				location, elapsed, err := submitReport(alice, gw, "7")
+				if err != nil {
+					t.Fatal(err)
+				}
+				// A 202 that waited on the upstream would take its full second;
+				// one under acceptLimit shows it does not. The fastest of three
+				// is judged, so that a busy machine's hiccup is not a failure.
+				fastest := elapsed
+				for _, id := range []string{"8", "9"} {
+					_, e, err := submitReport(alice, gw, id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if e >= railsDelay {
+						t.Errorf("202 for report %s took %v: it waited on the upstream", id, e)
+					}
+					fastest = min(fastest, e)
+				}
+				t.Logf("202 Accepted in %v (fastest of three)", fastest)
+				if fastest >= acceptLimit {
+					t.Errorf("202 took %v, want under %v", fastest, acceptLimit)
+				}
+				body, err := testprocess.AwaitResponse(alice, location, answerLimit)
+				if err != nil {
+					t.Fatalf("report 7: %v", err)
+				}
+				if want := "Report 7 for alice\n"; body != want {
+					t.Errorf("report 7 = %q, want %q", body, want)
+				}
+			})
+
+			t.Run("pass-through", func(t *testing.T) {
+				for _, path := range []string{"/ping", "/whoami"} { // 200, and 401 for an anonymous caller
+					direct := get(t, rails+path)
+					proxied := get(t, gw+path)
+					if proxied.status != direct.status || proxied.body != direct.body {
+						t.Errorf("GET %s through the gateway = %d %q, directly = %d %q", path, proxied.status, proxied.body, direct.status, direct.body)
+					}
+					for _, h := range []string{"Content-Type", "Etag", "Cache-Control"} {
+						if got, want := proxied.header.Get(h), direct.header.Get(h); got != want {
+							t.Errorf("GET %s: %s through the gateway = %q, directly = %q", path, h, got, want)
+						}
+					}
+				}
+			})
+
+			t.Run("concurrent", func(t *testing.T) {
+				alice := login(t, gw, "alice")
+				const n = 20
+				var wg sync.WaitGroup
+				errs := make(chan error, n)
+				var mu sync.Mutex
+				var accepts []time.Duration
+				for i := range n {
+					wg.Go(func() {
+						id := fmt.Sprint(100 + i)
+						location, elapsed, err := submitReport(alice, gw, id)
+						if err != nil {
+							errs <- err
+							return
+						}
+						mu.Lock()
+						accepts = append(accepts, elapsed)
+						mu.Unlock()
+						body, err := testprocess.AwaitResponse(alice, location, answerLimit)
+						if err != nil {
+							errs <- fmt.Errorf("report %s: %w", id, err)
+							return
+						}
+						if want := "Report " + id + " for alice\n"; body != want {
+							errs <- fmt.Errorf("report %s = %q, want %q", id, body, want)
+						}
+					})
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Error(err)
+				}
+				slices.Sort(accepts)
+				median, slowest := accepts[len(accepts)/2], accepts[len(accepts)-1]
+				t.Logf("%d concurrent 202s: median %v, slowest %v", n, median, slowest)
+				if median >= acceptLimit {
+					t.Errorf("the median concurrent 202 took %v, want under %v", median, acceptLimit)
+				}
+				if slowest >= railsDelay {
+					t.Errorf("a concurrent 202 took %v: it waited on the upstream", slowest)
+				}
+			})
+		})
+	}
+}
+
+// TestRailsRestart kills the gateway with SIGKILL while reports are queued
+// and running, restarts it on the same SQLite file and address, and expects
+// every report to complete.
+func TestRailsRestart(t *testing.T) {
+	t.Parallel()
+	rails := startRails(t)
+	db := filepath.Join(t.TempDir(), "asyncreply.db")
+	// A short --timeout, so that the replays cut off by the crash are
+	// rescued after the backend's minimum delay rather than the default 10m.
+	gwArgs := []string{"--timeout", "20s"}
+	first, gw := startRailsGateway(t, "127.0.0.1:0", rails, db, gwArgs...)
+
+	alice := login(t, gw, "alice")
+	const n = 8 // twice the default --concurrency: some running, some queued
+	locations := make([]string, n)
+	for i := range n {
+		location, _, err := submitReport(alice, gw, fmt.Sprint(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		locations[i] = location
+	}
+	// Kill it in the middle of a replay, not before any has started.
+	if err := awaitStatus(alice, locations[0], "Running"); err != nil {
+		t.Fatal(err)
+	}
+	first.kill(t)
+
+	_, restarted := startRailsGateway(t, strings.TrimPrefix(gw, "http://"), rails, db, gwArgs...)
+	if restarted != gw {
+		t.Fatalf("restarted gateway serves %s, want %s", restarted, gw)
+	}
+	var wg sync.WaitGroup
+	for i, location := range locations {
+		wg.Go(func() {
+			body, err := testprocess.AwaitResponse(alice, location, restartLimit)
+			if err != nil {
+				t.Errorf("report %d after the restart: %v", i, err)
+				return
+			}
+			if want := fmt.Sprintf("Report %d for alice\n", i); body != want {
+				t.Errorf("report %d after the restart = %q, want %q", i, body, want)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// pumaListening matches puma's line naming the address it is bound to.
+var pumaListening = regexp.MustCompile(`Listening on (http://\S+)`)
+
+// startRails serves testdata/rails/config.ru with puma on a free port and
+// returns its URL once the application answers. Puma gets Rails' default of
+// five threads.
+func startRails(t *testing.T) string {
+	t.Helper()
+	puma := requireCommand(t, "puma", "apt-get install ruby-rails puma")
+	ruby := requireCommand(t, "ruby", "apt-get install ruby-rails puma")
+	if out, err := exec.Command(ruby, "-e", `require "action_controller/railtie"`).CombinedOutput(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("Rails is required in CI and cannot be loaded (.ci/run installs ruby-rails): %v\n%s", err, out)
+		}
+		t.Skipf("Rails cannot be loaded (%v); apt-get install ruby-rails puma to run this test", err)
+	}
+	dir, err := filepath.Abs(filepath.Join("testdata", "rails"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url := startProcess(t, dir, pumaListening, puma, "--threads", "5:5", "--bind", "tcp://127.0.0.1:0", "config.ru")
+	awaitOK(t, url+"/ping")
+	return url
+}
+
+// startRailsGateway starts the gateway on listen in front of rails, with
+// the slow reports asynchronous and operations in the SQLite file db.
+func startRailsGateway(t *testing.T, listen, rails, db string, args ...string) (*process, string) {
+	t.Helper()
+	args = append([]string{"--upstream", rails, "--async", asyncRoute, "--backend", "sqlite://" + db}, args...)
+	p, url := startGateway(t, listen, args...)
+	awaitOK(t, url+"/ping")
+	return p, url
+}
+
+// login logs name in through the gateway and returns a client holding the
+// Rails session cookie, as a browser would. It does not follow redirects,
+// so that the 303 of a finished operation can be seen.
+func login(t *testing.T, gateway, name string) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	transport := &http.Transport{}
+	t.Cleanup(transport.CloseIdleConnections)
+	client := &http.Client{
+		Jar:           jar,
+		Transport:     transport,
+		Timeout:       answerLimit,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.PostForm(gateway+"/login", url.Values{"name": {name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /login as %s: %d %s", name, resp.StatusCode, body)
+	}
+	return client
+}
+
+// submitReport requests report id through the gateway and returns the
+// monitor URL of the 202 and how long the request took.
+func submitReport(client *http.Client, gateway, id string) (string, time.Duration, error) {
+	req, err := http.NewRequest(http.MethodGet, gateway+"/reports/"+id, nil)
+	if err != nil {
+		return "", 0, err
+	}
+	start := time.Now()
+	resp, err := client.Do(req)
+	elapsed := time.Since(start)
+	if err != nil {
+		return "", 0, fmt.Errorf("GET /reports/%s: %w", id, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return "", 0, fmt.Errorf("GET /reports/%s: %d %s, want 202", id, resp.StatusCode, body)
+	}
+	location, err := resp.Location()
+	if err != nil {
+		return "", 0, fmt.Errorf("GET /reports/%s: 202 without a monitor URL: %w", id, err)
+	}
+	return location.String(), elapsed, nil
+}
+
+// awaitStatus polls the operation at location until its status document
+// says status, for at most startLimit.
+func awaitStatus(client *http.Client, location, status string) error {
+	deadline := time.Now().Add(startLimit)
+	var doc struct{ Status string }
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(location)
+		if err != nil {
+			return err
+		}
+		err = json.NewDecoder(resp.Body).Decode(&doc)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("status of %s: %d: %w", location, resp.StatusCode, err)
+		}
+		if doc.Status == status {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: status %q after %v, want %q", location, doc.Status, startLimit, status)
+}
+
+// response is what get read.
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// get fetches url with a client of its own, without cookies.
+func get(t *testing.T, url string) response {
+	t.Helper()
+	resp, err := probeClient.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{resp.StatusCode, resp.Header, string(body)}
+}
