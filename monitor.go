@@ -1,6 +1,7 @@
 package asyncreply
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -12,6 +13,14 @@ import (
 // serveMonitor serves the monitor resources under Config.Prefix: rest is
 // the path after the prefix, "<id>", "<id>/response" or "<id>/events".
 func (m *Middleware) serveMonitor(w http.ResponseWriter, r *http.Request, rest string) {
+	switch rest {
+	case "healthz":
+		m.serveHealth(w, r, false)
+		return
+	case "readyz":
+		m.serveHealth(w, r, true)
+		return
+	}
 	id, resource, _ := strings.Cut(rest, "/")
 	if !validID(id) {
 		writeNotFound(w)
@@ -172,6 +181,36 @@ func (m *Middleware) writeFailure(w http.ResponseWriter, r *http.Request, op *ba
 		return
 	}
 	writeProblemDoc(w, p)
+}
+
+// serveHealth answers Prefix+"healthz" (the process serves) and
+// Prefix+"readyz" (it can also reach its backend: a lookup of an ID that
+// cannot exist answers "not found" only when the store does). Neither
+// collides with an operation ID, which is always 22 characters long.
+func (m *Middleware) serveHealth(w http.ResponseWriter, r *http.Request, ready bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeMethodNotAllowed(w, "GET, HEAD")
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if m.closing.Load() {
+		writeProblem(w, http.StatusServiceUnavailable, "Shutting down", "The server is shutting down.")
+		return
+	}
+	if ready {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := m.cfg.Backend.Get(ctx, "readyz"); !errors.Is(err, backend.ErrNotFound) {
+			m.cfg.Logger.Warn("asyncreply: readiness check: backend unreachable", "error", err)
+			writeUnavailable(w, m.retryAfter)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write([]byte("ok\n"))
+	}
 }
 
 func writeMethodNotAllowed(w http.ResponseWriter, allow string) {
