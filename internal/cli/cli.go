@@ -4,6 +4,8 @@ package cli
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -107,7 +109,7 @@ type gatewayOptions struct {
 	publicURL      string
 	trustedProxies prefixList
 	owner          string
-	key            []byte // no flag yet: set by demo
+	key            keyFlag
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -143,6 +145,7 @@ response.
 	fs.DurationVar(&o.timeout, "timeout", gateway.DefaultTimeout, "longest a replay may run; then it fails with 504")
 	fs.StringVar(&o.publicURL, "public-url", "", "scheme and host of the monitor URLs sent to clients, e.g. https://app.example; when unset, built from each request")
 	fs.Var(&o.trustedProxies, "trusted-proxy", "`CIDR` of a proxy whose X-Forwarded-* headers are believed; repeatable")
+	fs.Var(&o.key, "key", "32-byte `key` (64 hex digits or base64) encrypting recorded requests and responses at rest; prefer ASYNCREPLY_KEY to a flag, which other users can see in the process list")
 	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
 	if err := fs.parse(args, getenv); err != nil {
 		return nil, err
@@ -182,7 +185,7 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 		TrustedProxies: o.trustedProxies.values,
 		Owner:          o.owner,
 		Logger:         logger,
-		Key:            o.key,
+		Key:            o.key.value,
 	}
 	// Validate before opening the backend, which creates a SQLite file.
 	if err := cfg.Validate(); err != nil {
@@ -394,6 +397,31 @@ type repeatable interface {
 	// fromEnvironment marks the values set so far as the environment's: the
 	// next Set starts afresh.
 	fromEnvironment()
+}
+
+// keyFlag is an AES-256 key, given as 64 hex digits or as base64.
+type keyFlag struct{ value []byte }
+
+func (k *keyFlag) String() string {
+	if k == nil || k.value == nil {
+		return ""
+	}
+	return "(set)" // never print a key
+}
+
+func (k *keyFlag) Set(v string) error {
+	v = strings.TrimSpace(v)
+	if b, err := hex.DecodeString(v); err == nil && len(b) == 32 {
+		k.value = b
+		return nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(v); err == nil && len(b) == 32 {
+			k.value = b
+			return nil
+		}
+	}
+	return errors.New("want 32 bytes as 64 hex digits or base64, e.g. the output of 'openssl rand -hex 32'")
 }
 
 // stringList is a repeatable string flag.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -34,6 +35,7 @@ func TestParseGatewayFlags(t *testing.T) {
 		"--retention", "1h", "--timeout", "5m", "--public-url", "https://app.example",
 		"--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "192.168.1.1",
 		"--owner", "upstream:/whoami",
+		"--key", strings.Repeat("ab", 32),
 	}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +47,7 @@ func TestParseGatewayFlags(t *testing.T) {
 		retention: time.Hour, timeout: 5 * time.Minute, publicURL: "https://app.example",
 		trustedProxies: prefixList{values: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")}},
 		owner:          "upstream:/whoami",
+		key:            keyFlag{bytes.Repeat([]byte{0xab}, 32)},
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got  %+v\nwant %+v", o, want)
@@ -138,6 +141,8 @@ func TestBadConfigurationExits2NamingTheFlag(t *testing.T) {
 		{"unknown owner mode", append([]string{"gateway", "--owner", "session"}, up...), nil, []string{"--owner", `"session"`, "unknown mode"}},
 		{"owner without name", append([]string{"gateway", "--owner", "cookie:"}, up...), nil, []string{"--owner", "empty NAME"}},
 		{"owner relative path", append([]string{"gateway", "--owner", "upstream:whoami"}, up...), nil, []string{"--owner", `"/"`}},
+		{"short key", append([]string{"gateway", "--key", "abcd"}, up...), nil, []string{"-key", "64 hex digits"}},
+		{"bad key in environment", append([]string{"gateway"}, up...), map[string]string{"ASYNCREPLY_KEY": "not a key"}, []string{"key", "64 hex digits"}},
 		{"bad owner in environment", append([]string{"gateway"}, up...), map[string]string{"ASYNCREPLY_OWNER": "header:"}, []string{"--owner", "empty NAME"}},
 		{"malformed backend", append([]string{"gateway", "--backend", "nosuch"}, up...), nil, []string{"--backend", "nosuch"}},
 		{"bad environment", []string{"gateway"}, map[string]string{"ASYNCREPLY_TIMEOUT": "forever"}, []string{"ASYNCREPLY_TIMEOUT", "--timeout", "forever"}},

@@ -71,7 +71,7 @@ func runDemo(ctx context.Context, o *demoOptions, stdout, stderr io.Writer) int 
 		async:       stringList{values: []string{"GET /reports/{id}"}},
 		backend:     "sqlite://" + filepath.Join(dir, "asyncreply.db"),
 		concurrency: gateway.DefaultConcurrency,
-		key:         demoKey(),
+		key:         keyFlag{demoKey()},
 	}, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "asyncreply demo: %v\n", err)
