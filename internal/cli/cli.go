@@ -59,6 +59,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return usageFailure(stderr, "demo", err)
 		}
 		return runDemo(ctx, opts, stdout, stderr)
+	case "worker":
+		opts, err := parseWorker(rest, getenv, stdout)
+		if err != nil {
+			return usageFailure(stderr, "worker", err)
+		}
+		return runWorker(ctx, opts, stderr)
 	case "migrate":
 		opts, err := parseMigrate(rest, getenv, stdout)
 		if err != nil {
@@ -78,6 +84,7 @@ const mainUsage = `asyncreply — asynchronous responses in front of any HTTP ap
 
 Usage:
   asyncreply gateway --upstream URL --async PATTERN [flags]   the reverse proxy
+  asyncreply worker --upstream URL --backend URL [flags]      executes operations only
   asyncreply demo [flags]                                     try it in one command
   asyncreply migrate [--backend URL]                          create or update a durable backend's tables
 
@@ -270,6 +277,46 @@ func shutdownGateway(gw *gateway.Gateway, logger *slog.Logger) {
 	if err := gw.Shutdown(ctx); err != nil {
 		logger.Warn("stopping the backend failed", "error", err)
 	}
+}
+
+func parseWorker(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
+	o := &gatewayOptions{}
+	fs := newCommand("worker", help, `Usage: asyncreply worker --upstream URL --backend URL [flags]
+
+Executes operations that gateways sharing --backend accepted: replays each
+recorded request to --upstream and stores the response. It serves no HTTP.
+Run workers beside gateways to add replay capacity, or on other machines
+with a postgres:// backend.
+`)
+	fs.StringVar(&o.upstream, "upstream", "", "`URL` of the application to replay requests to (required)")
+	fs.StringVar(&o.backend, "backend", DefaultBackend, "where operations live, shared with the gateways: sqlite://PATH or postgres://…")
+	fs.IntVar(&o.concurrency, "concurrency", gateway.DefaultConcurrency, "most replays running against the upstream at once from this worker")
+	fs.Var(&o.key, "key", "the gateways' `key`, to read the requests they recorded (prefer ASYNCREPLY_KEY)")
+	if err := fs.parse(args, getenv); err != nil {
+		return nil, err
+	}
+	switch {
+	case o.upstream == "":
+		return nil, errors.New("--upstream is required: the URL of the application to replay requests to")
+	case o.concurrency < 0:
+		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
+	}
+	return o, nil
+}
+
+// runWorker executes operations until ctx ends, then stops: running replays
+// may finish within shutdownTimeout, the others go back to the queue.
+func runWorker(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	gw, err := newGateway(ctx, o, logger)
+	if err != nil {
+		return usageFailure(stderr, "worker", err)
+	}
+	gw.Handler() // starts executing; nothing is served
+	logger.Info("asyncreply worker executing operations", "backend", o.backend, "upstream", o.upstream, "concurrency", o.concurrency)
+	<-ctx.Done()
+	shutdownGateway(gw, logger)
+	return exitOK
 }
 
 type migrateOptions struct{ backend string }
