@@ -1,10 +1,10 @@
 package asyncreply
 
 import (
-	"net"
 	"net/http"
-	"net/netip"
 	"strings"
+
+	"github.com/asyncreply/asyncreply/internal/netaddr"
 )
 
 // monitorURLs are the absolute URLs of one operation's monitor resources.
@@ -36,7 +36,7 @@ func (m *Middleware) origin(r *http.Request) string {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if m.fromTrustedProxy(r) {
+	if netaddr.Trusted(r.RemoteAddr, m.cfg.TrustedProxies) {
 		if proto := firstForwarded(r.Header.Get("X-Forwarded-Proto")); proto == "http" || proto == "https" {
 			scheme = proto
 		}
@@ -45,27 +45,6 @@ func (m *Middleware) origin(r *http.Request) string {
 		}
 	}
 	return scheme + "://" + host
-}
-
-func (m *Middleware) fromTrustedProxy(r *http.Request) bool {
-	if len(m.cfg.TrustedProxies) == 0 {
-		return false
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	addr = addr.Unmap()
-	for _, p := range m.cfg.TrustedProxies {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
 }
 
 // firstForwarded is the first (client-side) element of a forwarded list.

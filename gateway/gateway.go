@@ -30,6 +30,7 @@ import (
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/memory"
+	"github.com/asyncreply/asyncreply/internal/netaddr"
 )
 
 // OperationHeader is the request header that tells the upstream which
@@ -392,7 +393,7 @@ func (g *Gateway) CheckUpstream(ctx context.Context) error {
 // RemoteAddr, Host and TLS state, so the same code serves both.
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(g.upstream)
-	trusted := g.fromTrustedProxy(pr.In.RemoteAddr)
+	trusted := netaddr.Trusted(pr.In.RemoteAddr, g.cfg.TrustedProxies)
 	if trusted {
 		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	}
@@ -411,27 +412,6 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if id, ok := asyncreply.OperationID(pr.In.Context()); ok {
 		pr.Out.Header.Set(OperationHeader, id)
 	}
-}
-
-func (g *Gateway) fromTrustedProxy(remoteAddr string) bool {
-	if len(g.cfg.TrustedProxies) == 0 {
-		return false
-	}
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
-	}
-	addr, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	addr = addr.Unmap()
-	for _, p := range g.cfg.TrustedProxies {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
 }
 
 // proxyError answers a request the upstream did not: 502 problem+json, on

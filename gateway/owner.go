@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/asyncreply/asyncreply/internal/netaddr"
 )
 
 // OwnerCookie is the name of the cookie the gateway issues in the
@@ -307,7 +309,7 @@ func (g *Gateway) secure(r *http.Request) bool {
 	if r.TLS != nil || strings.HasPrefix(g.cfg.PublicURL, "https:") {
 		return true
 	}
-	return g.fromTrustedProxy(r.RemoteAddr) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+	return netaddr.Trusted(r.RemoteAddr, g.cfg.TrustedProxies) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 // stripCookie returns the value of the first cookie called name in h's
