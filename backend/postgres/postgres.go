@@ -107,22 +107,13 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		}
 	}
 	b := &Backend{pool: cfg.Pool, names: newTableNames(cfg.Schema), logger: cfg.Logger}
-	b.worker = riverjob.NewWorker(b.failExhausted)
-	workers := river.NewWorkers()
-	if err := river.AddWorkerSafely(workers, b.worker); err != nil {
-		return nil, fmt.Errorf("postgres: %w", err)
-	}
-	client, err := river.NewClient(riverpgxv5.New(cfg.Pool), &river.Config{
-		Queues:               map[string]river.QueueConfig{riverjob.Queue: {MaxWorkers: cfg.Concurrency}},
-		Workers:              workers,
-		Schema:               cfg.Schema,
-		Logger:               cfg.Logger,
-		JobTimeout:           cfg.RescueAfter,
-		RescueStuckJobsAfter: cfg.RescueAfter,
-		MaxAttempts:          riverjob.MaxAttempts,
+	b.worker = riverjob.NewWorker(b.Complete)
+	client, err := riverjob.NewClient(riverpgxv5.New(cfg.Pool), b.worker, riverjob.ClientConfig{
+		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter,
+		Schema: cfg.Schema, Logger: cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("postgres: creating the River client: %w", err)
+		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	b.river = client
 
@@ -439,14 +430,14 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 // would otherwise ever finish.
 func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 	if _, err := b.pool.Exec(ctx, `WITH orphaned AS (
-			UPDATE `+b.names.operation+` AS op SET status = 'Failed', request = NULL, failure_status = 503,
-				failure_title = 'Operation abandoned',
-				failure_detail = 'Every attempt to execute the operation was interrupted before it finished.',
+			UPDATE `+b.names.operation+` AS op SET status = 'Failed', request = NULL, failure_status = $3,
+				failure_title = $4, failure_detail = $5,
 				updated_at = $1::timestamptz, expires_at = $1::timestamptz + op.retention_us * interval '1 microsecond'
 			FROM `+b.names.riverJob+` AS job
 			WHERE op.job_id = job.id AND job.state = 'discarded' AND op.`+unfinished+`
 			RETURNING op.id
-		) SELECT pg_notify($2, id) FROM orphaned`, now, b.names.channel); err != nil {
+		) SELECT pg_notify($2, id) FROM orphaned`, now, b.names.channel,
+		riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail); err != nil {
 		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
 	tag, err := b.pool.Exec(ctx, "DELETE FROM "+b.names.operation+" WHERE expires_at <= $1", now)
@@ -454,17 +445,6 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
 	return int(tag.RowsAffected()), nil
-}
-
-// failExhausted fails an operation whose last attempt was abandoned.
-func (b *Backend) failExhausted(ctx context.Context, id string) error {
-	_, err := b.Complete(ctx, id, backend.Outcome{
-		Status: backend.Failed,
-		Failure: &backend.Failure{Status: 503, Title: "Operation abandoned",
-			Detail: "Every attempt to execute the operation was interrupted before it finished."},
-		At: time.Now(),
-	})
-	return err
 }
 
 // Watch implements backend.Backend.

@@ -183,21 +183,12 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 		pollInterval: cfg.PollInterval,
 		watchBegun:   make(chan struct{}, 1),
 	}
-	b.worker = riverjob.NewWorker(b.failExhausted)
-	workers := river.NewWorkers()
-	if err := river.AddWorkerSafely(workers, b.worker); err != nil {
-		return nil, fmt.Errorf("sqlite: %w", err)
-	}
-	client, err := river.NewClient(riversqlite.New(db), &river.Config{
-		Queues:               map[string]river.QueueConfig{riverjob.Queue: {MaxWorkers: cfg.Concurrency}},
-		Workers:              workers,
-		Logger:               cfg.Logger,
-		JobTimeout:           cfg.RescueAfter,
-		RescueStuckJobsAfter: cfg.RescueAfter,
-		MaxAttempts:          riverjob.MaxAttempts,
+	b.worker = riverjob.NewWorker(b.Complete)
+	client, err := riverjob.NewClient(riversqlite.New(db), b.worker, riverjob.ClientConfig{
+		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter, Logger: cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: creating the River client: %w", err)
+		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	b.river = client
 
@@ -578,13 +569,12 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 
 func failOrphaned(ctx context.Context, db *sql.DB, now time.Time) ([]string, error) {
 	rows, err := db.QueryContext(ctx, `UPDATE asyncreply_operation SET status = 'Failed', request = NULL,
-			failure_status = 503, failure_title = 'Operation abandoned',
-			failure_detail = 'Every attempt to execute the operation was interrupted before it finished.',
+			failure_status = ?, failure_title = ?, failure_detail = ?,
 			updated_at = ?, expires_at = ? + retention_us
 		WHERE `+unfinished+` AND EXISTS (
 			SELECT 1 FROM river_job WHERE river_job.id = asyncreply_operation.job_id AND river_job.state = 'discarded'
 		)
-		RETURNING id`, micros(now), micros(now))
+		RETURNING id`, riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail, micros(now), micros(now))
 	if err != nil {
 		return nil, err
 	}
@@ -601,17 +591,6 @@ func failOrphaned(ctx context.Context, db *sql.DB, now time.Time) ([]string, err
 		return nil, err
 	}
 	return ids, rows.Close()
-}
-
-// failExhausted fails an operation whose last attempt was abandoned.
-func (b *Backend) failExhausted(ctx context.Context, id string) error {
-	_, err := b.Complete(ctx, id, backend.Outcome{
-		Status: backend.Failed,
-		Failure: &backend.Failure{Status: 503, Title: "Operation abandoned",
-			Detail: "Every attempt to execute the operation was interrupted before it finished."},
-		At: time.Now(),
-	})
-	return err
 }
 
 // Watch implements backend.Backend. A watcher may be woken twice for a

@@ -7,11 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
 
 	"github.com/asyncreply/asyncreply/backend"
 )
@@ -52,17 +54,57 @@ const timeoutGrace = 5 * time.Second
 type Worker struct {
 	river.WorkerDefaults[Args]
 
-	mu        sync.RWMutex
-	execute   backend.ExecuteFunc
-	started   bool // the River client was started, so Stop must stop it
-	stopping  atomic.Bool
-	exhausted func(ctx context.Context, id string) error
+	mu       sync.RWMutex
+	execute  backend.ExecuteFunc
+	started  bool // the River client was started, so Stop must stop it
+	stopping atomic.Bool
+	complete func(ctx context.Context, id string, outcome backend.Outcome) (bool, error)
 }
 
-// NewWorker returns a worker. exhausted is called when an operation's last
-// attempt was abandoned, to fail it rather than leave it unfinished.
-func NewWorker(exhausted func(ctx context.Context, id string) error) *Worker {
-	return &Worker{exhausted: exhausted}
+// Abandoned is the failure of an operation whose every attempt was
+// interrupted (workers died, the store was unreachable): no worker will
+// finish it. Backends also give it, in their sweeps, to operations whose
+// River job was discarded.
+var Abandoned = backend.Failure{
+	Status: 503,
+	Title:  "Operation abandoned",
+	Detail: "Every attempt to execute the operation was interrupted before it finished.",
+}
+
+// NewWorker returns a worker. complete is the backend's Complete, with
+// which the worker fails an operation whose last attempt was abandoned,
+// rather than leave it unfinished.
+func NewWorker(complete func(ctx context.Context, id string, outcome backend.Outcome) (bool, error)) *Worker {
+	return &Worker{complete: complete}
+}
+
+// ClientConfig is what differs between the River clients of the backends.
+type ClientConfig struct {
+	Concurrency int           // MaxWorkers of Queue
+	RescueAfter time.Duration // see the backends' Config.RescueAfter
+	Schema      string        // PostgreSQL only
+	Logger      *slog.Logger
+}
+
+// NewClient returns a River client on driver that runs operations with w.
+func NewClient[TTx any](driver riverdriver.Driver[TTx], w *Worker, cfg ClientConfig) (*river.Client[TTx], error) {
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, w); err != nil {
+		return nil, err
+	}
+	client, err := river.NewClient(driver, &river.Config{
+		Queues:               map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Concurrency}},
+		Workers:              workers,
+		Schema:               cfg.Schema,
+		Logger:               cfg.Logger,
+		JobTimeout:           cfg.RescueAfter,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		MaxAttempts:          MaxAttempts,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the River client: %w", err)
+	}
+	return client, nil
 }
 
 // Client is the part of a River client that Start and Stop need.
@@ -142,7 +184,10 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[Args]) error {
 		// stop back in the queue without counting the attempt.
 		return fmt.Errorf("%w: %w", context.Canceled, err)
 	case job.Attempt >= job.MaxAttempts:
-		if failErr := w.exhausted(context.WithoutCancel(ctx), job.Args.OperationID); failErr != nil {
+		failure := Abandoned
+		_, failErr := w.complete(context.WithoutCancel(ctx), job.Args.OperationID,
+			backend.Outcome{Status: backend.Failed, Failure: &failure, At: time.Now()})
+		if failErr != nil {
 			return errors.Join(err, failErr)
 		}
 		return err
