@@ -132,11 +132,14 @@ func TestOutage(t *testing.T) {
 	t.Cleanup(pool.Close)
 
 	logger := slog.New(slog.DiscardHandler)
-	be, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, Logger: logger})
+	// An attempt cut off mid-way may leave its River job "running" with no
+	// state River could record; River rescues such a job once RescueAfter
+	// and the operation's timeout have passed, so both are short here.
+	be, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, Logger: logger, RescueAfter: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchutil.Key})
+	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchutil.Key, Timeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,10 +225,32 @@ func TestOutage(t *testing.T) {
 		body, err := testprocess.AwaitResponse(client, location, time.Until(deadline))
 		if err != nil {
 			t.Errorf("operation %s (acknowledged with 202): %v", report, err)
+			logStates(t, direct, schema)
 			continue
 		}
 		if want := "report " + report; body != want {
 			t.Errorf("operation %s: response %q, want %q", report, body, want)
+		}
+	}
+}
+
+// logStates logs how many operations are in each state, beside their River
+// jobs' states: what a failure to complete needs explained.
+func logStates(t *testing.T, pool *pgxpool.Pool, schema string) {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT op.status, job.state, job.attempt, count(*)
+		FROM `+schema+`.asyncreply_operation op LEFT JOIN `+schema+`.river_job job ON job.id = op.job_id
+		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`)
+	if err != nil {
+		t.Logf("reading states: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var status, state string
+		var attempt, count int
+		if err := rows.Scan(&status, &state, &attempt, &count); err == nil {
+			t.Logf("operations %s, jobs %s at attempt %d: %d", status, state, attempt, count)
 		}
 	}
 }
