@@ -2,7 +2,9 @@ package asyncreply
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
 )
@@ -14,8 +16,35 @@ import (
 // Async needs the Middleware's Handler around the application. Without it,
 // requests run h synchronously, as if Async were not there.
 func Async(h http.Handler) http.Handler {
+	return AsyncWith(h, RouteOptions{})
+}
+
+// RouteOptions tune the operations of one route, overriding the
+// Middleware's Config for them: an export may be kept a week and run an
+// hour while the rest keep the defaults. A zero field keeps the Config's
+// value; a negative one is a programming error, and AsyncWith and
+// DeferWith panic on it, as http.ServeMux does on a malformed pattern.
+type RouteOptions struct {
+	// Wait is how long a request waits for its answer before falling back to
+	// 202 Accepted (Config.Wait). A client's Prefer header still wins.
+	Wait time.Duration
+	// Timeout bounds one execution (Config.Timeout).
+	Timeout time.Duration
+	// Retention is how long the finished operation is kept (Config.Retention).
+	Retention time.Duration
+}
+
+func (o RouteOptions) check() {
+	if o.Wait < 0 || o.Timeout < 0 || o.Retention < 0 {
+		panic(fmt.Sprintf("asyncreply: negative RouteOptions %+v", o))
+	}
+}
+
+// AsyncWith is Async with options for the route's operations.
+func AsyncWith(h http.Handler, opts RouteOptions) http.Handler {
+	opts.check()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if Defer(w, r) {
+		if deferRequest(w, r, opts) {
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -32,11 +61,21 @@ func Async(h http.Handler) http.Handler {
 // Everything the handler did before calling Defer happens again on replay:
 // call Defer before doing real work.
 func Defer(w http.ResponseWriter, r *http.Request) bool {
+	return deferRequest(w, r, RouteOptions{})
+}
+
+// DeferWith is Defer with options for this request's operation.
+func DeferWith(w http.ResponseWriter, r *http.Request, opts RouteOptions) bool {
+	opts.check()
+	return deferRequest(w, r, opts)
+}
+
+func deferRequest(w http.ResponseWriter, r *http.Request, opts RouteOptions) bool {
 	st := stateFrom(r.Context())
 	if st == nil || st.replay != nil {
 		return false
 	}
-	return st.m.submit(w, r, st)
+	return st.m.submit(w, r, st, opts)
 }
 
 // ReportProgress records how far the operation executing under ctx has got,

@@ -1551,3 +1551,53 @@ func TestTLSIsKeptOnReplay(t *testing.T) {
 		t.Errorf("replayed handler saw %s, want tls=true", r.body)
 	}
 }
+
+func TestRouteOptions(t *testing.T) {
+	t.Parallel()
+	g := newGate(text("too late"))
+	defer g.release.fire()
+	mux := http.NewServeMux()
+	mux.Handle("POST /slow", asyncreply.AsyncWith(g, asyncreply.RouteOptions{Timeout: 50 * time.Millisecond}))
+	mux.Handle("POST /kept", asyncreply.AsyncWith(text("kept"), asyncreply.RouteOptions{Retention: time.Hour}))
+	mux.Handle("POST /quick", asyncreply.AsyncWith(text("quick"), asyncreply.RouteOptions{Wait: waitLimit}))
+	mux.Handle("POST /other", asyncreply.Async(text("other")))
+	b := setup(t, asyncreply.Config{Retention: time.Minute}, mux)
+
+	t.Run("Timeout", func(t *testing.T) {
+		_, loc := b.submit(t, http.MethodPost, "/slow", "")
+		recv(t, g.ended, "the handler's context to end at the route's timeout")
+		wantProblem(t, b.finish(t, loc), http.StatusGatewayTimeout)
+	})
+	t.Run("Retention", func(t *testing.T) {
+		_, loc := b.submit(t, http.MethodPost, "/kept", "")
+		r := b.finish(t, loc)
+		if r.code != http.StatusSeeOther {
+			t.Fatalf("finished poll = %s, want 303", r)
+		}
+		resp := b.do(t, http.MethodGet, r.header.Get("Location"), "")
+		expires, err := http.ParseTime(resp.header.Get("Expires"))
+		if err != nil {
+			t.Fatalf("response Expires %q: %v", resp.header.Get("Expires"), err)
+		}
+		// The route keeps it an hour, not the Config's minute.
+		if left := time.Until(expires); left < 55*time.Minute || left > 61*time.Minute {
+			t.Errorf("response expires in %s, want about the route's 1h retention", left)
+		}
+	})
+	t.Run("Wait", func(t *testing.T) {
+		if r := b.do(t, http.MethodPost, "/quick", ""); r.code != http.StatusOK || string(r.body) != "quick" {
+			t.Errorf("route with Wait answered %s, want its 200 directly", r)
+		}
+		if r := b.do(t, http.MethodPost, "/other", ""); r.code != http.StatusAccepted {
+			t.Errorf("route without Wait answered %s, want 202 (Config.Wait is 0)", r)
+		}
+	})
+	t.Run("negative panics", func(t *testing.T) {
+		defer func() {
+			if recover() == nil {
+				t.Error("AsyncWith with a negative Timeout did not panic")
+			}
+		}()
+		asyncreply.AsyncWith(text("x"), asyncreply.RouteOptions{Timeout: -time.Second})
+	})
+}

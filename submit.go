@@ -2,6 +2,7 @@ package asyncreply
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,7 +22,7 @@ const maxIdempotencyKey = 255
 // wait the client or the configuration allows. It reports whether it
 // answered; it answers nothing only when the handler has already started a
 // response, which it cannot take back.
-func (m *Middleware) submit(w http.ResponseWriter, r *http.Request, st *requestState) bool {
+func (m *Middleware) submit(w http.ResponseWriter, r *http.Request, st *requestState, opts RouteOptions) bool {
 	if st.answered {
 		return true
 	}
@@ -31,11 +32,11 @@ func (m *Middleware) submit(w http.ResponseWriter, r *http.Request, st *requestS
 		return false
 	}
 	st.answered = true
-	m.accept(w, st)
+	m.accept(w, st, opts)
 	return true
 }
 
-func (m *Middleware) accept(w http.ResponseWriter, st *requestState) {
+func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteOptions) {
 	r := st.original
 	if m.closing.Load() {
 		w.Header().Set("Retry-After", m.retryAfter)
@@ -88,8 +89,8 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState) {
 		IdempotencyKey: key,
 		Status:         backend.NotStarted,
 		Request:        m.sealer.seal(id, recorded.marshal()),
-		Timeout:        m.cfg.Timeout,
-		Retention:      m.cfg.Retention,
+		Timeout:        cmp.Or(opts.Timeout, m.cfg.Timeout),
+		Retention:      cmp.Or(opts.Retention, m.cfg.Retention),
 		CreatedAt:      now,
 		UpdatedAt:      now,
 	}
@@ -114,7 +115,7 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState) {
 	}
 
 	prefs := parsePrefer(r.Header)
-	wait := m.cfg.Wait
+	wait := cmp.Or(opts.Wait, m.cfg.Wait)
 	switch {
 	case prefs.hasWait:
 		wait = min(prefs.wait, m.cfg.MaxWait)

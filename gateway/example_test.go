@@ -19,7 +19,7 @@ func Example() {
 	}
 	gw, err := gateway.New(gateway.Config{
 		Upstream: "http://127.0.0.1:3000",
-		Async:    []string{"GET /reports/{id}"},
+		Async:    []gateway.Route{{Pattern: "GET /reports/{id}"}},
 		Backend:  be,
 	})
 	if err != nil {

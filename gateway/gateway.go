@@ -65,11 +65,10 @@ type Config struct {
 	// prefixed to every forwarded path. Required: there is no default.
 	Upstream string
 
-	// Async are the routes made asynchronous, in net/http.ServeMux pattern
-	// syntax, e.g. "GET /reports/{id}" or "POST /exports". A request matching
-	// none of them is proxied unchanged. Defaults to none: every route is
-	// proxied unchanged.
-	Async []string
+	// Async are the routes made asynchronous. A request matching none of
+	// them is proxied unchanged. Defaults to none: every route is proxied
+	// unchanged.
+	Async []Route
 
 	// Backend stores and executes operations. The Gateway owns it: it starts
 	// with Handler and stops in Shutdown. Defaults to an in-memory backend
@@ -146,6 +145,21 @@ type Config struct {
 	Key []byte
 }
 
+// Route is an asynchronous route: a pattern, and optionally its own wait,
+// timeout and retention in place of Config's.
+type Route struct {
+	// Pattern is in net/http.ServeMux syntax, e.g. "GET /reports/{id}" or
+	// "POST /exports".
+	Pattern string
+	// Wait, Timeout and Retention override Config's fields of the same name
+	// for this route's operations. Zero keeps Config's.
+	Wait, Timeout, Retention time.Duration
+}
+
+func (r Route) options() asyncreply.RouteOptions {
+	return asyncreply.RouteOptions{Wait: r.Wait, Timeout: r.Timeout, Retention: r.Retention}
+}
+
 // ConfigError is the error New returns for an invalid Config field.
 type ConfigError struct {
 	Field string // the Config field, e.g. "Async"
@@ -162,7 +176,7 @@ type Gateway struct {
 	upstream   *url.URL
 	middleware *asyncreply.Middleware
 	proxy      *httputil.ReverseProxy
-	async      *http.ServeMux  // the async patterns, for matching only
+	async      *http.ServeMux  // the async routes, each proxying with its options
 	owner      *owner          // nil without Config.Owner
 	transport  *http.Transport // ours to close, when Config.Transport was nil
 
@@ -173,7 +187,7 @@ type Gateway struct {
 // New validates cfg, fills in its defaults and returns a Gateway. Nothing
 // runs and the upstream is not contacted until Handler is called.
 func New(cfg Config) (*Gateway, error) {
-	upstream, async, err := cfg.validate()
+	upstream, err := cfg.validate()
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +203,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Backend == nil {
 		cfg.Backend = memory.New(memory.Config{Concurrency: cfg.Concurrency})
 	}
-	g := &Gateway{cfg: cfg, upstream: upstream, async: async}
+	g := &Gateway{cfg: cfg, upstream: upstream}
 	if cfg.Transport == nil {
 		g.transport = newTransport()
 		cfg.Transport = g.transport
@@ -206,6 +220,7 @@ func New(cfg Config) (*Gateway, error) {
 		ErrorHandler:  g.proxyError,
 		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
+	g.async, _ = asyncRoutes(cfg.Async, cfg.Prefix, g.proxy) // validated above
 	g.middleware, err = asyncreply.New(asyncreply.Config{
 		Backend:        cfg.Backend,
 		Prefix:         cfg.Prefix,
@@ -227,46 +242,54 @@ func New(cfg Config) (*Gateway, error) {
 // Validate reports the first invalid field of cfg as a *ConfigError, as New
 // would, without creating anything.
 func (cfg Config) Validate() error {
-	_, _, err := cfg.validate()
+	_, err := cfg.validate()
 	return err
 }
 
-func (cfg Config) validate() (*url.URL, *http.ServeMux, error) {
+func (cfg Config) validate() (*url.URL, error) {
 	upstream, err := parseUpstream(cfg.Upstream)
 	if err != nil {
-		return nil, nil, &ConfigError{"Upstream", err}
+		return nil, &ConfigError{"Upstream", err}
 	}
 	if cfg.Concurrency < 0 {
-		return nil, nil, &ConfigError{"Concurrency", fmt.Errorf("must not be negative, got %d", cfg.Concurrency)}
+		return nil, &ConfigError{"Concurrency", fmt.Errorf("must not be negative, got %d", cfg.Concurrency)}
 	}
-	for _, field := range []struct {
-		name string
-		d    time.Duration
-	}{{"Wait", cfg.Wait}, {"Timeout", cfg.Timeout}, {"Retention", cfg.Retention}} {
-		if field.d < 0 {
-			return nil, nil, &ConfigError{field.name, fmt.Errorf("must not be negative, got %s", field.d)}
-		}
+	if field, d := negativeDuration(cfg.Wait, cfg.Timeout, cfg.Retention); field != "" {
+		return nil, &ConfigError{field, fmt.Errorf("must not be negative, got %s", d)}
 	}
 	prefix := cfg.Prefix
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
 	if !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") || len(prefix) < 2 {
-		return nil, nil, &ConfigError{"Prefix", fmt.Errorf("%q must start and end with \"/\" and not be the root", prefix)}
+		return nil, &ConfigError{"Prefix", fmt.Errorf("%q must start and end with \"/\" and not be the root", prefix)}
 	}
 	if cfg.PublicURL != "" {
 		if u, err := url.Parse(cfg.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, nil, &ConfigError{"PublicURL", fmt.Errorf("%q must be an absolute http or https URL", cfg.PublicURL)}
+			return nil, &ConfigError{"PublicURL", fmt.Errorf("%q must be an absolute http or https URL", cfg.PublicURL)}
 		}
 	}
-	async, err := asyncRoutes(cfg.Async, prefix)
-	if err != nil {
-		return nil, nil, &ConfigError{"Async", err}
+	if _, err := asyncRoutes(cfg.Async, prefix, http.NotFoundHandler()); err != nil {
+		return nil, &ConfigError{"Async", err}
 	}
 	if _, err := parseOwner(cfg.Owner); err != nil {
-		return nil, nil, &ConfigError{"Owner", err}
+		return nil, &ConfigError{"Owner", err}
 	}
-	return upstream, async, nil
+	return upstream, nil
+}
+
+// negativeDuration names the first of wait, timeout and retention that is
+// negative, with its value; field is "" when none is.
+func negativeDuration(wait, timeout, retention time.Duration) (field string, d time.Duration) {
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"Wait", wait}, {"Timeout", timeout}, {"Retention", retention}} {
+		if f.d < 0 {
+			return f.name, f.d
+		}
+	}
+	return "", 0
 }
 
 func parseUpstream(raw string) (*url.URL, error) {
@@ -286,17 +309,21 @@ func parseUpstream(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// asyncRoutes returns a ServeMux holding the async patterns, used only to
-// match requests. ServeMux itself reports a malformed pattern or two
-// conflicting ones by panicking, which becomes an error here.
-func asyncRoutes(patterns []string, prefix string) (mux *http.ServeMux, err error) {
+// asyncRoutes returns a ServeMux routing each async pattern to proxy as an
+// asynchronous route with the route's options. ServeMux itself reports a
+// malformed pattern or two conflicting ones by panicking, which becomes an
+// error here.
+func asyncRoutes(routes []Route, prefix string, proxy http.Handler) (mux *http.ServeMux, err error) {
 	mux = http.NewServeMux()
-	matched := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
-	for _, pattern := range patterns {
+	for _, route := range routes {
+		pattern := route.Pattern
 		if path := patternPath(pattern); strings.HasPrefix(path, prefix) || path+"/" == prefix {
 			return nil, fmt.Errorf("pattern %q: its path is under the monitor prefix %q, which the gateway serves itself", pattern, prefix)
 		}
-		if err := handle(mux, pattern, matched); err != nil {
+		if field, d := negativeDuration(route.Wait, route.Timeout, route.Retention); field != "" {
+			return nil, fmt.Errorf("route %q: %s must not be negative, got %s", pattern, strings.ToLower(field), d)
+		}
+		if err := handle(mux, pattern, asyncreply.AsyncWith(proxy, route.options())); err != nil {
 			return nil, err
 		}
 	}
@@ -336,12 +363,22 @@ func newTransport() *http.Transport {
 // It may be called more than once and returns the same handler.
 func (g *Gateway) Handler() http.Handler {
 	g.handlerOnce.Do(func() {
-		async := g.middleware.Handler(asyncreply.Async(g.proxy))
+		// First arrivals reach their route, which applies its options; a
+		// replay goes to the upstream whatever this process's routes — a
+		// worker has none — since its options were stored with it.
+		async := g.middleware.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if route, pattern := g.async.Handler(r); pattern != "" {
+				route.ServeHTTP(w, r)
+				return
+			}
+			g.proxy.ServeHTTP(w, r)
+		}))
 		// Only the monitor URLs and the async routes go through asyncreply:
 		// other requests are proxied as they come, their bodies streamed
-		// rather than kept in case they are deferred. Matching with the mux,
-		// but not serving through it, keeps pass-through requests unchanged:
-		// no redirect to a cleaned path, no 405 in place of the upstream's.
+		// rather than kept in case they are deferred. Matching with the mux
+		// first, and serving only what matched through it, keeps
+		// pass-through requests unchanged: no redirect to a cleaned path, no
+		// 405 in place of the upstream's.
 		g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, pattern := g.async.Handler(r)
 			if monitor := strings.HasPrefix(r.URL.Path, g.cfg.Prefix); pattern != "" || monitor {

@@ -153,7 +153,7 @@ func slowReport(seenC chan<- seen, release <-chan struct{}) http.Handler {
 func TestAsyncRouteReplaysOriginalRequestToUpstream(t *testing.T) {
 	t.Parallel()
 	seenC, release := make(chan seen, 1), make(chan struct{})
-	b := setup(t, slowReport(seenC, release), gateway.Config{Async: []string{"POST /reports/{id}"}})
+	b := setup(t, slowReport(seenC, release), gateway.Config{Async: []gateway.Route{{Pattern: "POST /reports/{id}"}}})
 
 	req, _ := http.NewRequest(http.MethodPost, b.gateway.URL+"/reports/7?format=csv&year=2026", strings.NewReader(`{"filter":"all"}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -201,7 +201,7 @@ func TestNonAsyncRouteIsProxiedUnchanged(t *testing.T) {
 		w.WriteHeader(http.StatusTeapot)
 		io.WriteString(w, "short and stout")
 	})
-	b := setup(t, upstream, gateway.Config{Async: []string{"GET /reports/{id}"}})
+	b := setup(t, upstream, gateway.Config{Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
 
 	// POST to an async GET route is not async: it passes through too.
 	req, _ := http.NewRequest(http.MethodPost, b.gateway.URL+"/reports/7?x=1", strings.NewReader("payload"))
@@ -253,7 +253,7 @@ func TestStreamedResponsePassesThroughIncrementally(t *testing.T) {
 		}
 		io.WriteString(w, "data: second\n\n")
 	})
-	b := setup(t, upstream, gateway.Config{Async: []string{"GET /reports/{id}"}})
+	b := setup(t, upstream, gateway.Config{Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
 
 	resp, err := b.client.Get(b.gateway.URL + "/events")
 	if err != nil {
@@ -281,7 +281,7 @@ func deadUpstream(t *testing.T) string {
 
 func TestUnreachableUpstreamFailsWith502(t *testing.T) {
 	t.Parallel()
-	b := setup(t, http.NotFoundHandler(), gateway.Config{Upstream: deadUpstream(t), Async: []string{"GET /reports/{id}"}})
+	b := setup(t, http.NotFoundHandler(), gateway.Config{Upstream: deadUpstream(t), Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
 
 	for name, target := range map[string]string{"pass-through": "/other", "async": "/reports/7"} {
 		resp, body := b.get(t, b.gateway.URL+target)
@@ -322,10 +322,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"upstream without scheme", gateway.Config{Upstream: "127.0.0.1:3000"}, "Upstream", []string{"127.0.0.1:3000"}},
 		{"relative upstream", gateway.Config{Upstream: "/app"}, "Upstream", []string{"absolute http or https"}},
 		{"ftp upstream", gateway.Config{Upstream: "ftp://example.com"}, "Upstream", []string{"absolute http or https"}},
-		{"pattern without path", gateway.Config{Upstream: ok, Async: []string{"GET reports"}}, "Async", []string{`"GET reports"`}},
-		{"bad wildcard", gateway.Config{Upstream: ok, Async: []string{"GET /reports/{id"}}, "Async", []string{`"GET /reports/{id"`, "wildcard"}},
-		{"conflicting patterns", gateway.Config{Upstream: ok, Async: []string{"GET /reports/{id}", "GET /reports/{name}"}}, "Async", []string{`"GET /reports/{name}"`, "conflicts"}},
-		{"pattern under the monitor prefix", gateway.Config{Upstream: ok, Async: []string{"GET /operations/{id}"}}, "Async", []string{"monitor prefix"}},
+		{"pattern without path", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET reports"}}}, "Async", []string{`"GET reports"`}},
+		{"bad wildcard", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET /reports/{id"}}}, "Async", []string{`"GET /reports/{id"`, "wildcard"}},
+		{"conflicting patterns", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}, {Pattern: "GET /reports/{name}"}}}, "Async", []string{`"GET /reports/{name}"`, "conflicts"}},
+		{"pattern under the monitor prefix", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET /operations/{id}"}}}, "Async", []string{"monitor prefix"}},
 		{"bad prefix", gateway.Config{Upstream: ok, Prefix: "ops"}, "Prefix", []string{`"ops"`}},
 		{"negative concurrency", gateway.Config{Upstream: ok, Concurrency: -1}, "Concurrency", []string{"negative"}},
 		{"negative wait", gateway.Config{Upstream: ok, Wait: -time.Second}, "Wait", []string{"negative"}},
@@ -354,7 +354,7 @@ func TestAsyncRouteOnSQLite(t *testing.T) {
 	}
 	seenC, release := make(chan seen, 1), make(chan struct{})
 	close(release)
-	b := setup(t, slowReport(seenC, release), gateway.Config{Backend: be, Async: []string{"GET /reports/{id}"}})
+	b := setup(t, slowReport(seenC, release), gateway.Config{Backend: be, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
 
 	resp, body := b.get(t, b.gateway.URL+"/reports/7", "Cookie", "session=bob")
 	if resp.StatusCode != http.StatusAccepted {
@@ -401,7 +401,7 @@ func TestUpgradePassesThrough(t *testing.T) {
 		rw.WriteString("echo: " + line)
 		rw.Flush()
 	})
-	b := setup(t, upstream, gateway.Config{Async: []string{"GET /reports/{id}"}})
+	b := setup(t, upstream, gateway.Config{Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(b.gateway.URL, "http://"))
 	if err != nil {
@@ -429,7 +429,7 @@ func TestConcurrencyBoundsReplays(t *testing.T) {
 	b := setup(t, slowReport(seenC, release), gateway.Config{
 		Backend:     nil, // the gateway's own, bounded by Concurrency
 		Concurrency: 1,
-		Async:       []string{"GET /reports/{id}"},
+		Async:       []gateway.Route{{Pattern: "GET /reports/{id}"}},
 	})
 	first, _ := b.get(t, b.gateway.URL+"/reports/1")
 	<-seenC // the first replay is running, and holds the only slot
@@ -455,5 +455,31 @@ func TestConcurrencyBoundsReplays(t *testing.T) {
 		if resp, _ := b.finalResponse(t, op.Header.Get("Location")); resp.StatusCode != http.StatusCreated {
 			t.Errorf("final response: %d", resp.StatusCode)
 		}
+	}
+}
+
+func TestRouteOptionsApplyToTheirRouteOnly(t *testing.T) {
+	seenC := make(chan seen, 2)
+	release := make(chan struct{})
+	defer close(release)
+	b := setup(t, slowReport(seenC, release), gateway.Config{Async: []gateway.Route{
+		{Pattern: "GET /reports/{id}", Timeout: 50 * time.Millisecond},
+		{Pattern: "GET /exports/{id}"},
+	}})
+
+	resp, _ := b.get(t, b.gateway.URL+"/reports/1")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("submit = %d, want 202", resp.StatusCode)
+	}
+	<-seenC
+	final, body := b.get(t, resp.Header.Get("Location"), "Prefer", "wait=10")
+	if final.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("poll of the route with a 50ms timeout = %d %s, want 504", final.StatusCode, body)
+	}
+
+	other, _ := b.get(t, b.gateway.URL+"/exports/1")
+	<-seenC
+	if poll, body := b.get(t, other.Header.Get("Location"), "Prefer", "wait=1"); poll.StatusCode != http.StatusAccepted {
+		t.Errorf("poll of the route with the default timeout = %d %s, want 202: still running", poll.StatusCode, body)
 	}
 }

@@ -171,7 +171,7 @@ func TestOwnerHidesOperationsFromOtherCallers(t *testing.T) {
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}, Owner: tc.mode})
+			b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: tc.mode})
 			monitor, _ := b.submit(t, tc.alice)
 			b.assertHidden(t, monitor, tc.bob)
 			b.assertHidden(t, monitor, tc.nobody)
@@ -187,7 +187,7 @@ func TestOwnerHidesOperationsFromOtherCallers(t *testing.T) {
 
 func TestWithoutOwnerTheURLIsTheKey(t *testing.T) {
 	t.Parallel()
-	b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}})
+	b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}})
 	monitor, _ := b.submit(t, withCookie("session", "a1"))
 	if got := b.resultAs(t, monitor, nil); got != "report for alice" {
 		t.Errorf("result by anyone holding the URL: %q", got)
@@ -208,7 +208,7 @@ func ownerCookieOf(t *testing.T, resp *http.Response) *http.Cookie {
 func TestIssueCookie(t *testing.T) {
 	t.Parallel()
 	up := newWhoUpstream()
-	b := setup(t, up, gateway.Config{Async: []string{"GET /report"}, Owner: "issue-cookie"})
+	b := setup(t, up, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "issue-cookie"})
 
 	// Alice submits with her session but no owner cookie: the 202 issues one.
 	monitor, resp := b.submit(t, withCookie("session", "a1"))
@@ -260,7 +260,7 @@ func TestIssueCookie(t *testing.T) {
 
 func TestIssueCookieIsSecureBehindHTTPS(t *testing.T) {
 	t.Parallel()
-	b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}, Owner: "issue-cookie", PublicURL: "https://app.example"})
+	b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "issue-cookie", PublicURL: "https://app.example"})
 	_, resp := b.submit(t, nil)
 	if c := ownerCookieOf(t, resp); !c.Secure {
 		t.Errorf("cookie issued for an https public URL is not Secure: %q", resp.Header.Values("Set-Cookie"))
@@ -269,7 +269,7 @@ func TestIssueCookieIsSecureBehindHTTPS(t *testing.T) {
 
 func TestIssueCookieIsSecureBehindTrustedHTTPSProxy(t *testing.T) {
 	t.Parallel()
-	b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}, Owner: "issue-cookie", TrustedProxies: mustPrefixes(t, "127.0.0.1/32")})
+	b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "issue-cookie", TrustedProxies: mustPrefixes(t, "127.0.0.1/32")})
 	resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", nil, "X-Forwarded-Proto", "https")
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", resp.StatusCode, body)
@@ -282,7 +282,7 @@ func TestIssueCookieIsSecureBehindTrustedHTTPSProxy(t *testing.T) {
 func TestUpstreamOwnerSurvivesCookieRotationAndIsCached(t *testing.T) {
 	t.Parallel()
 	up := newWhoUpstream()
-	b := setup(t, up, gateway.Config{Async: []string{"GET /report"}, Owner: "upstream:/whoami"})
+	b := setup(t, up, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "upstream:/whoami"})
 	monitor, _ := b.submit(t, func(r *http.Request) {
 		r.AddCookie(&http.Cookie{Name: "session", Value: "a1"})
 		r.Header.Set("X-Private", "not for whoami")
@@ -326,7 +326,7 @@ func TestUpstreamOwnerAnonymousIsForbidden(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, newWhoUpstream(), gateway.Config{Async: []string{"GET /report"}, Owner: tc.mode})
+			b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: tc.mode})
 			if resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", tc.who); resp.StatusCode != http.StatusForbidden {
 				t.Errorf("submit: %d %s, want 403", resp.StatusCode, body)
 			}
@@ -336,7 +336,7 @@ func TestUpstreamOwnerAnonymousIsForbidden(t *testing.T) {
 
 func TestUpstreamOwnerUnreachableIsForbidden(t *testing.T) {
 	t.Parallel()
-	b := setup(t, newWhoUpstream(), gateway.Config{Upstream: deadUpstream(t), Async: []string{"GET /report"}, Owner: "upstream:/whoami"})
+	b := setup(t, newWhoUpstream(), gateway.Config{Upstream: deadUpstream(t), Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "upstream:/whoami"})
 	if resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", withCookie("session", "a1")); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("submit with the upstream down: %d %s, want 403", resp.StatusCode, body)
 	}

@@ -106,7 +106,7 @@ func usageFailure(stderr io.Writer, cmd string, err error) int {
 type gatewayOptions struct {
 	listen         string
 	upstream       string
-	async          stringList
+	async          routeList
 	wait           time.Duration
 	backend        string
 	concurrency    int
@@ -120,6 +120,20 @@ type gatewayOptions struct {
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
+	c, o := gatewayCommand(help)
+	if err := c.parse(args, getenv); err != nil {
+		return nil, err
+	}
+	switch {
+	case o.upstream == "":
+		return nil, errors.New("--upstream is required: the URL of the application to forward to, e.g. --upstream http://127.0.0.1:3000")
+	case o.concurrency < 0:
+		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
+	}
+	return o, nil
+}
+
+func gatewayCommand(help io.Writer) (*command, *gatewayOptions) {
 	o := &gatewayOptions{}
 	fs := newCommand("gateway", help, `Usage: asyncreply gateway --upstream URL --async PATTERN [flags]
 
@@ -154,16 +168,8 @@ response.
 	fs.Var(&o.trustedProxies, "trusted-proxy", "`CIDR` of a proxy whose X-Forwarded-* headers are believed; repeatable")
 	fs.Var(&o.key, "key", "32-byte `key` (64 hex digits or base64) encrypting recorded requests and responses at rest; prefer ASYNCREPLY_KEY to a flag, which other users can see in the process list")
 	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
-	if err := fs.parse(args, getenv); err != nil {
-		return nil, err
-	}
-	switch {
-	case o.upstream == "":
-		return nil, errors.New("--upstream is required: the URL of the application to forward to, e.g. --upstream http://127.0.0.1:3000")
-	case o.concurrency < 0:
-		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
-	}
-	return o, nil
+	fs.acceptConfigFile()
+	return fs, o
 }
 
 // flagOf names the flag that sets a gateway.Config field.
@@ -280,6 +286,20 @@ func shutdownGateway(gw *gateway.Gateway, logger *slog.Logger) {
 }
 
 func parseWorker(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
+	c, o := workerCommand(help)
+	if err := c.parse(args, getenv); err != nil {
+		return nil, err
+	}
+	switch {
+	case o.upstream == "":
+		return nil, errors.New("--upstream is required: the URL of the application to replay requests to")
+	case o.concurrency < 0:
+		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
+	}
+	return o, nil
+}
+
+func workerCommand(help io.Writer) (*command, *gatewayOptions) {
 	o := &gatewayOptions{}
 	fs := newCommand("worker", help, `Usage: asyncreply worker --upstream URL --backend URL [flags]
 
@@ -292,16 +312,8 @@ with a postgres:// backend.
 	fs.StringVar(&o.backend, "backend", DefaultBackend, "where operations live, shared with the gateways: sqlite://PATH or postgres://…")
 	fs.IntVar(&o.concurrency, "concurrency", gateway.DefaultConcurrency, "most replays running against the upstream at once from this worker")
 	fs.Var(&o.key, "key", "the gateways' `key`, to read the requests they recorded (prefer ASYNCREPLY_KEY)")
-	if err := fs.parse(args, getenv); err != nil {
-		return nil, err
-	}
-	switch {
-	case o.upstream == "":
-		return nil, errors.New("--upstream is required: the URL of the application to replay requests to")
-	case o.concurrency < 0:
-		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
-	}
-	return o, nil
+	fs.acceptConfigFile()
+	return fs, o
 }
 
 // runWorker executes operations until ctx ends, then stops: running replays
@@ -322,6 +334,14 @@ func runWorker(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 type migrateOptions struct{ backend string }
 
 func parseMigrate(args []string, getenv func(string) string, help io.Writer) (*migrateOptions, error) {
+	c, o := migrateCommand(help)
+	if err := c.parse(args, getenv); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+func migrateCommand(help io.Writer) (*command, *migrateOptions) {
 	o := &migrateOptions{}
 	fs := newCommand("migrate", help, `Usage: asyncreply migrate [--backend URL]
 
@@ -329,10 +349,8 @@ Creates or updates the tables of a durable backend, then exits. The gateway
 also migrates when it starts; run this to do it ahead of a deployment.
 `)
 	fs.StringVar(&o.backend, "backend", DefaultBackend, "the backend to migrate: sqlite://PATH or postgres://…")
-	if err := fs.parse(args, getenv); err != nil {
-		return nil, err
-	}
-	return o, nil
+	fs.acceptConfigFile()
+	return fs, o
 }
 
 func runMigrate(ctx context.Context, o *migrateOptions, stdout, stderr io.Writer) int {
@@ -394,9 +412,23 @@ func envName(flagName string) string {
 	return "ASYNCREPLY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// parse sets flags from the environment, then from args, which win.
+// acceptConfigFile adds --config: settings read from a YAML file, under
+// the flags' names, before the environment and the command line.
+func (c *command) acceptConfigFile() {
+	c.String(configFlag, "", "YAML `file` of settings named as these flags, e.g. 'upstream: http://127.0.0.1:3000'; async routes may set their own wait, timeout and retention (see the README)")
+}
+
+// parse sets flags from the config file, then from the environment, then
+// from args, which win.
 func (c *command) parse(args []string, getenv func(string) string) error {
 	fs := c.FlagSet
+	if fs.Lookup(configFlag) != nil {
+		if path := configPath(args, getenv); path != "" {
+			if err := c.applyConfigFile(path); err != nil {
+				return err
+			}
+		}
+	}
 	var errs []error
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })

@@ -42,7 +42,7 @@ func TestParseGatewayFlags(t *testing.T) {
 	}
 	want := &gatewayOptions{
 		listen: "0.0.0.0:9000", upstream: "http://127.0.0.1:3000",
-		async: stringList{values: []string{"GET /reports/{id}", "POST /exports"}},
+		async: routeList{values: routes("GET /reports/{id}", "POST /exports")},
 		wait:  2 * time.Second, backend: "memory:", concurrency: 3, prefix: "/ops/",
 		retention: time.Hour, timeout: 5 * time.Minute, publicURL: "https://app.example",
 		trustedProxies: prefixList{values: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")}},
@@ -83,7 +83,7 @@ func TestParseGatewayEnvironment(t *testing.T) {
 	if o.upstream != "http://127.0.0.1:3000" || o.wait != 3*time.Second || o.publicURL != "https://env.example" || o.concurrency != 7 || o.owner != "issue-cookie" {
 		t.Errorf("from the environment: %+v", o)
 	}
-	if want := []string{"GET /reports/{id}", "POST /exports"}; !reflect.DeepEqual(o.async.values, want) {
+	if want := routes("GET /reports/{id}", "POST /exports"); !reflect.DeepEqual(o.async.values, want) {
 		t.Errorf("async from the environment: %q, want %q", o.async.values, want)
 	}
 
@@ -92,7 +92,7 @@ func TestParseGatewayEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.wait != time.Second || !reflect.DeepEqual(o.async.values, []string{"GET /slow"}) {
+	if o.wait != time.Second || !reflect.DeepEqual(o.async.values, routes("GET /slow")) {
 		t.Errorf("command line over environment: wait %s, async %q", o.wait, o.async.values)
 	}
 	if len(o.trustedProxies.values) != 1 {
@@ -107,7 +107,7 @@ func TestGatewayHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("exit %d, stderr %s", code, stderr.String())
 	}
 	help := stdout.String()
-	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner"} {
+	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner", "config"} {
 		re := regexp.MustCompile(`(?m)^  --` + regexp.QuoteMeta(name) + ` .*\n.*\n\s+default: .+; env: ` + envName(name) + `$`)
 		if !re.MatchString(help) {
 			t.Errorf("--help does not list --%s with its default and environment variable", name)

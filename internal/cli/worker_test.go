@@ -44,7 +44,7 @@ func TestWorkerExecutesWhatAGatewayAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Upstream: upstream.URL, Async: []string{"GET /reports/{id}"}, Backend: benchutil.AcceptOnly{Backend: be}})
+	gw, err := gateway.New(gateway.Config{Upstream: upstream.URL, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}, Backend: benchutil.AcceptOnly{Backend: be}})
 	if err != nil {
 		t.Fatal(err)
 	}
