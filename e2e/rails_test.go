@@ -69,12 +69,16 @@ const restartLimit = 3 * time.Minute
 const asyncRoute = "GET /reports/{id}"
 
 // ownerModes are the --owner settings every Rails scenario runs under; args
-// are added to the gateway's command line.
+// are added to the gateway's command line. bound says whether one user's
+// monitor URL is a 404 for another.
 var ownerModes = []struct {
-	name string
-	args []string
+	name  string
+	args  []string
+	bound bool
 }{
 	{name: "none"},
+	{name: "issue-cookie", args: []string{"--owner", "issue-cookie"}, bound: true},
+	{name: "upstream", args: []string{"--owner", "upstream:/whoami"}, bound: true},
 }
 
 // TestRails logs in through the gateway, gets a slow report accepted at
@@ -138,6 +142,7 @@ func TestRails(t *testing.T) {
 
 			t.Run("concurrent", func(t *testing.T) {
 				alice := login(t, gw, "alice")
+				firstReport(t, alice, gw)
 				const n = 20
 				var wg sync.WaitGroup
 				errs := make(chan error, n)
@@ -179,8 +184,100 @@ func TestRails(t *testing.T) {
 					t.Errorf("a concurrent 202 took %v: it waited on the upstream", slowest)
 				}
 			})
+
+			t.Run("two users while the session cookie rotates", func(t *testing.T) {
+				twoUsers(t, gw, mode.bound)
+			})
 		})
 	}
+}
+
+// twoUsers has alice and bob request many reports at once while each
+// keeps reading pages that make Rails re-issue their session cookie, and
+// checks that every report renders its own user's name and, when the
+// gateway binds operations to their owner, that each user's monitor URLs
+// are a 404 for the other.
+func twoUsers(t *testing.T, gw string, bound bool) {
+	const perUser = 8
+	names := []string{"alice", "bob"}
+	clients := map[string]*http.Client{}
+	before := map[string]string{}
+	for _, name := range names {
+		clients[name] = login(t, gw, name)
+		firstReport(t, clients[name], gw)
+		before[name] = sessionCookie(t, clients[name], gw)
+	}
+	var wg sync.WaitGroup
+	for u, name := range names {
+		client, other := clients[name], clients[names[1-u]]
+		for i := range perUser {
+			wg.Go(func() {
+				id := fmt.Sprintf("%s-%d", name, i)
+				location, elapsed, err := submitReport(client, gw, id)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if elapsed >= railsDelay {
+					t.Errorf("202 for %s took %v: it waited on the upstream", id, elapsed)
+				}
+				// A page that reads the session: Rails answers with a new
+				// session cookie, which the client keeps from now on.
+				if r := getWith(t, client, gw+"/whoami"); r.status != http.StatusOK || r.body != name {
+					t.Errorf("GET /whoami as %s = %d %q", name, r.status, r.body)
+				}
+				if bound {
+					if r := getWith(t, other, location); r.status != http.StatusNotFound {
+						t.Errorf("%s's poll of %s's operation = %d %q, want 404", names[1-u], name, r.status, r.body)
+					}
+				}
+				body, err := testprocess.AwaitResponse(client, location, answerLimit)
+				if err != nil {
+					t.Errorf("report %s: %v", id, err)
+					return
+				}
+				if want := "Report " + id + " for " + name + "\n"; body != want {
+					t.Errorf("report %s = %q, want %q", id, body, want)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, name := range names {
+		if sessionCookie(t, clients[name], gw) == before[name] {
+			t.Errorf("%s's session cookie never changed: the test did not exercise its rotation", name)
+		}
+	}
+}
+
+// firstReport requests one report and waits for it, as a user's first
+// click would: with --owner issue-cookie, its 202 gives the client the
+// owner cookie that binds the requests it then makes at once.
+func firstReport(t *testing.T, client *http.Client, gw string) {
+	t.Helper()
+	location, _, err := submitReport(client, gw, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testprocess.AwaitResponse(client, location, answerLimit); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sessionCookie is the value of the Rails session cookie client holds.
+func sessionCookie(t *testing.T, client *http.Client, gw string) string {
+	t.Helper()
+	u, err := url.Parse(gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range client.Jar.Cookies(u) {
+		if c.Name == "_e2e_session" {
+			return c.Value
+		}
+	}
+	t.Fatal("the client holds no Rails session cookie")
+	return ""
 }
 
 // TestRailsRestart kills the gateway with SIGKILL while reports are queued
@@ -353,14 +450,21 @@ type response struct {
 // get fetches url with a client of its own, without cookies.
 func get(t *testing.T, url string) response {
 	t.Helper()
-	resp, err := probeClient.Get(url)
+	return getWith(t, probeClient, url)
+}
+
+// getWith fetches url with client. It may be called from any goroutine.
+// A failed request is reported with t.Error and answers status 0.
+func getWith(t *testing.T, client *http.Client, url string) response {
+	resp, err := client.Get(url)
 	if err != nil {
-		t.Fatal(err)
+		t.Errorf("GET %s: %v", url, err)
+		return response{}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		t.Errorf("GET %s: reading the body: %v", url, err)
 	}
 	return response{resp.StatusCode, resp.Header, string(body)}
 }

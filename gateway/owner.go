@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/asyncreply/asyncreply/internal/netaddr"
 )
 
@@ -98,6 +100,7 @@ type owner struct {
 	whoami *url.URL     // upstream mode: where to ask
 	client *http.Client // upstream mode
 	cache  *principalCache
+	asking singleflight.Group // upstream mode: questions in flight, by credential digest
 }
 
 func newOwner(mode ownerMode, cfg *Config, upstream *url.URL) *owner {
@@ -175,7 +178,25 @@ func (o *owner) askUpstream(r *http.Request) (string, error) {
 		}
 		return p, nil
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), whoamiTimeout)
+	// Concurrent requests with the same credentials — a page's burst of
+	// submits, many pollers — share one question, detached from whichever
+	// caller asked first so that its going away does not fail the others.
+	v, err, _ := o.asking.Do(string(key[:]), func() (any, error) {
+		return o.ask(context.WithoutCancel(r.Context()), key, cookies, authorization, now)
+	})
+	if err != nil {
+		return "", err
+	}
+	if v.(string) == "" {
+		return "", errAnonymous
+	}
+	return v.(string), nil
+}
+
+// ask puts the question of askUpstream to the upstream and remembers the
+// answer; "" is anonymous.
+func (o *owner) ask(ctx context.Context, key [32]byte, cookies, authorization []string, now time.Time) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, whoamiTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.whoami.String(), nil)
 	if err != nil {
@@ -188,6 +209,13 @@ func (o *owner) askUpstream(r *http.Request) (string, error) {
 		req.Header.Add("Authorization", a)
 	}
 	req.Header.Set("Accept", "text/plain")
+	// A fresh connection, closed after the answer: an app server such as
+	// Puma keeps a thread waiting for a keep-alive connection's next request
+	// (200 ms in Puma 5), so that with most threads busy replaying, questions
+	// sent over kept-alive connections queue behind one another and a 202
+	// would wait on the upstream. Questions are rare — answers are
+	// remembered — so the extra connection costs little.
+	req.Close = true
 	resp, err := o.client.Do(req)
 	if err != nil {
 		// Not remembered: the next request asks again.
@@ -206,9 +234,6 @@ func (o *owner) askUpstream(r *http.Request) (string, error) {
 		principal = strings.TrimSpace(string(body))
 	}
 	o.cache.put(key, principal, now.Add(whoamiTTL))
-	if principal == "" {
-		return "", errAnonymous
-	}
 	return principal, nil
 }
 

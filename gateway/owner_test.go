@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/asyncreply/asyncreply/gateway"
 )
@@ -305,7 +306,7 @@ func TestUpstreamOwnerSurvivesCookieRotationAndIsCached(t *testing.T) {
 	for _, h := range up.whoHdrs {
 		for name := range h {
 			switch name {
-			case "Cookie", "Authorization", "Accept", "Accept-Encoding", "User-Agent":
+			case "Cookie", "Authorization", "Accept", "Accept-Encoding", "User-Agent", "Connection":
 			default:
 				t.Errorf("/whoami received the caller's %s header", name)
 			}
@@ -366,5 +367,57 @@ func TestOwnerConfigValidation(t *testing.T) {
 		if !ok || ce.Field != "Owner" || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.mode) {
 			t.Errorf("Owner %q: got %v, want a ConfigError for Owner saying %q", tc.mode, err, tc.want)
 		}
+	}
+}
+
+func TestUpstreamOwnerAsksOnceForConcurrentCallers(t *testing.T) {
+	t.Parallel()
+	var asked atomic.Int32
+	var keptAlive atomic.Bool
+	release := make(chan struct{})
+	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/whoami" {
+			io.WriteString(w, "report")
+			return
+		}
+		asked.Add(1)
+		keptAlive.Store(keptAlive.Load() || !r.Close)
+		<-release
+		io.WriteString(w, "alice")
+	})
+	b := setup(t, up, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "upstream:/whoami"})
+
+	const callers = 10
+	codes := make(chan int, callers)
+	for range callers {
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, b.gateway.URL+"/report", nil)
+			withCookie("session", "a1")(req)
+			resp, err := b.client.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	// Hold the first question while the others arrive; those that arrive
+	// after it is answered find the answer remembered.
+	for asked.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	for range callers {
+		if code := <-codes; code != http.StatusAccepted {
+			t.Errorf("submit = %d, want 202", code)
+		}
+	}
+	if n := asked.Load(); n != 1 {
+		t.Errorf("%d concurrent submits with one cookie asked /whoami %d times, want once", callers, n)
+	}
+	if keptAlive.Load() {
+		t.Error("/whoami was asked over a kept-alive connection; want Connection: close, so the app's thread is free at once")
 	}
 }
