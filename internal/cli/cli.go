@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -71,6 +72,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return usageFailure(stderr, "migrate", err)
 		}
 		return runMigrate(ctx, opts, stdout, stderr)
+	case "get":
+		opts, err := parseGet(rest, getenv, stdout)
+		if err != nil {
+			return usageFailure(stderr, "get", err)
+		}
+		return runGet(ctx, opts, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return exitOK
@@ -87,6 +94,7 @@ Usage:
   asyncreply worker --upstream URL --backend URL [flags]      executes operations only
   asyncreply demo [flags]                                     try it in one command
   asyncreply migrate [--backend URL]                          create or update a durable backend's tables
+  asyncreply get [-X METHOD] [-d DATA] [-o FILE] URL          a request whose operation is followed to its response
 
 Run "asyncreply COMMAND --help" for a command's flags. Every flag may also be
 set in the environment as ASYNCREPLY_<FLAG>, e.g. ASYNCREPLY_UPSTREAM.
@@ -179,17 +187,13 @@ var flagOf = map[string]string{
 	"Owner": "--owner",
 }
 
-// newGateway opens the backend and creates the gateway. Errors name the
-// flag at fault and are configuration errors.
-func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*gateway.Gateway, error) {
-	concurrency := o.concurrency
-	if concurrency == 0 {
-		concurrency = gateway.DefaultConcurrency
-	}
+// gatewayConfig turns the flags into a validated gateway.Config, without
+// a Backend. Errors name the flag at fault.
+func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, error) {
 	cfg := gateway.Config{
 		Upstream:       o.upstream,
 		Async:          o.async.values,
-		Concurrency:    concurrency,
+		Concurrency:    cmp.Or(o.concurrency, gateway.DefaultConcurrency),
 		Wait:           o.wait,
 		Timeout:        o.timeout,
 		Retention:      o.retention,
@@ -200,11 +204,18 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 		Logger:         logger,
 		Key:            o.key.value,
 	}
+	return cfg, flagError(cfg.Validate())
+}
+
+// newGateway opens the backend and creates the gateway. Errors name the
+// flag at fault and are configuration errors.
+func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*gateway.Gateway, error) {
 	// Validate before opening the backend, which creates a SQLite file.
-	if err := cfg.Validate(); err != nil {
-		return nil, flagError(err)
+	cfg, err := gatewayConfig(o, logger)
+	if err != nil {
+		return nil, err
 	}
-	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{Concurrency: concurrency, Logger: logger})
+	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{Concurrency: cfg.Concurrency, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("--backend: %w", err)
 	}
@@ -219,6 +230,9 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 
 // flagError restates a gateway.ConfigError in terms of the flag at fault.
 func flagError(err error) error {
+	if err == nil {
+		return nil
+	}
 	var ce *gateway.ConfigError
 	if errors.As(err, &ce) && flagOf[ce.Field] != "" {
 		return fmt.Errorf("%s: %w", flagOf[ce.Field], ce.Err)

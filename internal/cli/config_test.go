@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -138,4 +139,32 @@ func TestBadConfigFile(t *testing.T) {
 			t.Errorf("exit %d, stderr %q: want 2 naming --config", code, stderr.String())
 		}
 	})
+}
+
+// TestReadmeConfigFiles parses every YAML example of the README, so that
+// the documentation cannot drift from what the command accepts.
+func TestReadmeConfigFiles(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(readme, -1)
+	if len(blocks) == 0 {
+		t.Fatal("the README has no yaml examples")
+	}
+	for i, block := range blocks {
+		path := writeConfig(t, string(block[1]))
+		o, err := parseGateway([]string{"--config", path, "--upstream", "http://127.0.0.1:3000"}, env(nil), io.Discard)
+		if err != nil {
+			t.Errorf("README yaml example %d: %v", i+1, err)
+			continue
+		}
+		if len(o.async.values) == 0 {
+			t.Errorf("README yaml example %d has no async routes", i+1)
+		}
+		if _, err := gatewayConfig(o, nil); err != nil {
+			t.Errorf("README yaml example %d: %v", i+1, err)
+		}
+	}
 }
