@@ -132,19 +132,33 @@ func TestOutage(t *testing.T) {
 	t.Cleanup(pool.Close)
 
 	logger := slog.New(slog.DiscardHandler)
-	// An attempt cut off mid-way may leave its River job "running" with no
-	// state River could record; River rescues such a job once RescueAfter
-	// and the operation's timeout have passed, so both are short here.
+	// The default operation timeout: an attempt cut off by the outage must
+	// carry on when the database is back, not wait ten minutes for River to
+	// rescue its job. A job whose fetch was cut off is rescheduled by the
+	// sweep once RescueAfter has passed, shortened here with the sweep's
+	// interval.
 	be, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, Logger: logger, RescueAfter: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchutil.Key, Timeout: 3 * time.Second})
+	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchutil.Key, SweepInterval: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
+	// Slow enough that the outage begins while attempts run: they must
+	// store their outcome once the database is back.
+	started := make(chan struct{}, 100)
 	mux.Handle("POST /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		select {
+		case <-time.After(300 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
 		io.WriteString(w, "report "+r.PathValue("id"))
 	})))
 	srv := httptest.NewServer(ar.Handler(mux))
@@ -186,6 +200,7 @@ func TestOutage(t *testing.T) {
 		}
 	}
 
+	<-started // cut while attempts run
 	proxy.setCut(true)
 	unavailable := 0
 	for i := range 10 {
@@ -206,6 +221,9 @@ func TestOutage(t *testing.T) {
 		t.Errorf("poll during the outage: status %d, want 503", poll.StatusCode)
 	}
 
+	// Keep the database away for longer than River retries recording an
+	// attempt's end (about 7 s).
+	time.Sleep(outageLength)
 	proxy.setCut(false)
 	for i := range 10 {
 		report := fmt.Sprint("after-", i)
@@ -233,6 +251,9 @@ func TestOutage(t *testing.T) {
 		}
 	}
 }
+
+// outageLength is how long TestOutage keeps the database unreachable.
+const outageLength = 10 * time.Second
 
 // logStates logs how many operations are in each state, beside their River
 // jobs' states: what a failure to complete needs explained.

@@ -77,6 +77,8 @@ type Backend struct {
 	worker *riverjob.Worker
 	logger *slog.Logger
 
+	rescueAfter time.Duration
+
 	watchers     watch.Hub
 	creates      *groupcommit.Committer
 	createMu     sync.RWMutex // held for reading while a Create uses creates
@@ -106,7 +108,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			return nil, err
 		}
 	}
-	b := &Backend{pool: cfg.Pool, names: newTableNames(cfg.Schema), logger: cfg.Logger}
+	b := &Backend{pool: cfg.Pool, names: newTableNames(cfg.Schema), logger: cfg.Logger, rescueAfter: cfg.RescueAfter}
 	b.worker = riverjob.NewWorker(b.Complete)
 	client, err := riverjob.NewClient(riverpgxv5.New(cfg.Pool), b.worker, riverjob.ClientConfig{
 		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter,
@@ -425,10 +427,14 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 	return translate(tx.Commit(ctx))
 }
 
-// Sweep implements backend.Backend. It also fails operations whose River job
-// was discarded (its attempts used up while workers died), which no worker
-// would otherwise ever finish.
+// Sweep implements backend.Backend. It also repairs what River cannot:
+// operations whose River job was discarded (its attempts used up while
+// workers died) are failed, which no worker would otherwise ever finish;
+// operations a worker took but never started get a new job.
 func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
+	if err := b.reschedule(ctx); err != nil {
+		return 0, err
+	}
 	if _, err := b.pool.Exec(ctx, `WITH orphaned AS (
 			UPDATE `+b.names.operation+` AS op SET status = 'Failed', request = NULL, failure_status = $3,
 				failure_title = $4, failure_detail = $5,
@@ -445,6 +451,71 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// reschedule gives a new job to every operation still NotStarted whose job
+// River has marked running for longer than RescueAfter. A worker starts an
+// operation within milliseconds of taking its job, so such a job was lost
+// on the way: River's fetch committed but its answer never reached the
+// worker (the connection broke), or the worker died at once. River would
+// rescue it only after the operation's whole timeout, ten minutes by
+// default. The old job is canceled, so that River's rescuer, when it comes
+// to it, does not run it again.
+func (b *Backend) reschedule(ctx context.Context) error {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return translate(fmt.Errorf("postgres: sweep: %w", err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	rows, err := tx.Query(ctx, `SELECT op.id, op.timeout_us, job.id FROM `+b.names.operation+` AS op
+		JOIN `+b.names.riverJob+` AS job ON job.id = op.job_id
+		WHERE op.status = 'NotStarted' AND job.state = 'running'
+			AND job.attempted_at < now() - $1 * interval '1 microsecond'
+		FOR UPDATE OF op SKIP LOCKED`, b.rescueAfter.Microseconds())
+	if err != nil {
+		return translate(fmt.Errorf("postgres: sweep: %w", err))
+	}
+	var ids []string
+	var lost []int64
+	var params []river.InsertManyParams
+	for rows.Next() {
+		var id string
+		var timeoutUS, jobID int64
+		if err := rows.Scan(&id, &timeoutUS, &jobID); err != nil {
+			rows.Close()
+			return translate(fmt.Errorf("postgres: sweep: %w", err))
+		}
+		ids, lost = append(ids, id), append(lost, jobID)
+		params = append(params, river.InsertManyParams{Args: riverjob.Args{OperationID: id, Timeout: time.Duration(timeoutUS) * time.Microsecond}})
+	}
+	if err := rows.Err(); err != nil {
+		return translate(fmt.Errorf("postgres: sweep: %w", err))
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	jobs, err := b.river.InsertManyTx(ctx, tx, params)
+	if err != nil {
+		return translate(fmt.Errorf("postgres: sweep: rescheduling: %w", err))
+	}
+	jobIDs := make([]int64, len(jobs))
+	for i, job := range jobs {
+		jobIDs[i] = job.Job.ID
+	}
+	if _, err := tx.Exec(ctx, `UPDATE `+b.names.operation+` AS op SET job_id = new.job_id
+		FROM unnest($1::text[], $2::bigint[]) AS new(id, job_id) WHERE op.id = new.id`, ids, jobIDs); err != nil {
+		return translate(fmt.Errorf("postgres: sweep: rescheduling: %w", err))
+	}
+	for _, jobID := range lost {
+		if _, err := b.river.JobCancelTx(ctx, tx, jobID); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
+			return translate(fmt.Errorf("postgres: sweep: canceling a lost job: %w", err))
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return translate(fmt.Errorf("postgres: sweep: %w", err))
+	}
+	b.logger.Warn("postgres: operations whose job was lost before it started were given a new one", "operations", len(ids))
+	return nil
 }
 
 // Watch implements backend.Backend.

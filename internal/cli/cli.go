@@ -517,32 +517,6 @@ func (k *keyFlag) Set(v string) error {
 	return errors.New("want 32 bytes as 64 hex digits or base64, e.g. the output of 'openssl rand -hex 32'")
 }
 
-// stringList is a repeatable string flag.
-type stringList struct {
-	values  []string
-	replace bool
-}
-
-func (l *stringList) String() string {
-	if l == nil {
-		return ""
-	}
-	return strings.Join(l.values, envSeparator)
-}
-
-func (l *stringList) Set(v string) error {
-	if v == "" {
-		return errors.New("must not be empty")
-	}
-	if l.replace {
-		l.values, l.replace = nil, false
-	}
-	l.values = append(l.values, v)
-	return nil
-}
-
-func (l *stringList) fromEnvironment() { l.replace = true }
-
 // prefixList is a repeatable CIDR flag.
 type prefixList struct {
 	values  []netip.Prefix
