@@ -37,6 +37,12 @@ var migrations = []string{
 	);
 	CREATE INDEX ON {{.operation}} (owner, idempotency_key) WHERE idempotency_key <> '';
 	CREATE INDEX ON {{.operation}} (expires_at) WHERE expires_at IS NOT NULL;`,
+
+	// The processes executing operations, each as alive as its last beat.
+	`CREATE TABLE {{.process}} (
+		id      text PRIMARY KEY,
+		seen_at timestamptz NOT NULL
+	);`,
 }
 
 // Migrate applies asyncreply's and River's migrations to schema (which it

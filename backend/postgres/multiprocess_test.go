@@ -38,9 +38,11 @@ var roles = map[string]func() int{
 	roleWork:   func() int { return runRole(roleWork) },
 }
 
-// processTimeout is the operations' timeout in the multi-process test: River
-// rescues the job of a killed worker once it has passed.
-const processTimeout = 3 * time.Second
+// heartbeat is how often the test's processes record that they are alive:
+// the jobs of the worker killed mid-run are rescheduled once it has been
+// silent for six beats, at the next sweep — long before River would
+// rescue them, after the operations' default timeout of ten minutes.
+const heartbeat = 200 * time.Millisecond
 
 // runRole runs one process of the multi-process test until it is killed or
 // told to stop, and returns its exit code.
@@ -56,7 +58,7 @@ func runRole(role string) int {
 	defer pool.Close()
 	pg, err := postgres.New(ctx, postgres.Config{
 		Pool: pool, Schema: os.Getenv(schemaVariable), Logger: logger,
-		RescueAfter: processTimeout, SkipMigrations: true,
+		HeartbeatInterval: heartbeat, SkipMigrations: true,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -66,7 +68,7 @@ func runRole(role string) int {
 	if role == roleAccept {
 		be = benchutil.AcceptOnly{Backend: pg}
 	}
-	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchutil.Key, Timeout: processTimeout})
+	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchutil.Key, SweepInterval: heartbeat})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

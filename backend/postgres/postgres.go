@@ -39,6 +39,8 @@ const (
 	DefaultSchema      = "public"
 	DefaultConcurrency = 100
 	DefaultRescueAfter = time.Minute
+
+	DefaultHeartbeatInterval = riverjob.DefaultHeartbeatInterval
 )
 
 // Config configures a PostgreSQL backend.
@@ -60,6 +62,14 @@ type Config struct {
 	// operation's own timeout has passed. Defaults to DefaultRescueAfter.
 	RescueAfter time.Duration
 
+	// HeartbeatInterval is how often a process executing operations records
+	// that it is alive. The operations of a process silent for six
+	// intervals are run again by the others (at their next Sweep), rather
+	// than once River's rescue delay and their timeout have passed. Every
+	// process sharing the schema should use the same value. Defaults to
+	// DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+
 	// SkipMigrations leaves the schema as it is; use it when migrations are
 	// applied by an explicit Migrate step. Defaults to false: New migrates.
 	SkipMigrations bool
@@ -78,6 +88,7 @@ type Backend struct {
 	logger *slog.Logger
 
 	rescueAfter time.Duration
+	deadAfter   time.Duration // a process silent this long is dead
 
 	watchers     watch.Hub
 	creates      *groupcommit.Committer
@@ -100,6 +111,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	cfg.Schema = schemaOrDefault(cfg.Schema)
 	cfg.Concurrency = cmp.Or(max(cfg.Concurrency, 0), DefaultConcurrency)
 	cfg.RescueAfter = cmp.Or(max(cfg.RescueAfter, 0), DefaultRescueAfter)
+	cfg.HeartbeatInterval = cmp.Or(max(cfg.HeartbeatInterval, 0), DefaultHeartbeatInterval)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -108,8 +120,24 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			return nil, err
 		}
 	}
-	b := &Backend{pool: cfg.Pool, names: newTableNames(cfg.Schema), logger: cfg.Logger, rescueAfter: cfg.RescueAfter}
-	b.worker = riverjob.NewWorker(b.Complete)
+	b := &Backend{
+		pool: cfg.Pool, names: newTableNames(cfg.Schema), logger: cfg.Logger,
+		rescueAfter: cfg.RescueAfter, deadAfter: riverjob.DeadAfter(cfg.HeartbeatInterval),
+	}
+	id := riverjob.NewID()
+	b.worker = riverjob.NewWorker(b.Complete, riverjob.Liveness{
+		ID:       id,
+		Interval: cfg.HeartbeatInterval,
+		Beat: func(ctx context.Context) error {
+			_, err := b.pool.Exec(ctx, "INSERT INTO "+b.names.process+` (id, seen_at) VALUES ($1, now())
+				ON CONFLICT (id) DO UPDATE SET seen_at = now()`, id)
+			return translate(err)
+		},
+		Forget: func(ctx context.Context) error {
+			_, err := b.pool.Exec(ctx, "DELETE FROM "+b.names.process+" WHERE id = $1", id)
+			return translate(err)
+		},
+	})
 	client, err := riverjob.NewClient(riverpgxv5.New(cfg.Pool), b.worker, riverjob.ClientConfig{
 		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter,
 		Schema: cfg.Schema, Logger: cfg.Logger,
@@ -427,10 +455,11 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 	return translate(tx.Commit(ctx))
 }
 
-// Sweep implements backend.Backend. It also repairs what River cannot:
-// operations whose River job was discarded (its attempts used up while
-// workers died) are failed, which no worker would otherwise ever finish;
-// operations a worker took but never started get a new job.
+// Sweep implements backend.Backend. It also repairs what River cannot, or
+// only late: operations whose River job was discarded (its attempts used up
+// while workers died) are failed, which no worker would otherwise ever
+// finish; operations whose job was taken by a process that has died, or
+// taken but never started, get a new job.
 func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 	if err := b.reschedule(ctx); err != nil {
 		return 0, err
@@ -453,14 +482,17 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 	return int(tag.RowsAffected()), nil
 }
 
-// reschedule gives a new job to every operation still NotStarted whose job
-// River has marked running for longer than RescueAfter. A worker starts an
-// operation within milliseconds of taking its job, so such a job was lost
-// on the way: River's fetch committed but its answer never reached the
-// worker (the connection broke), or the worker died at once. River would
-// rescue it only after the operation's whole timeout, ten minutes by
-// default. The old job is canceled, so that River's rescuer, when it comes
-// to it, does not run it again.
+// reschedule gives a new job to every unfinished operation whose job River
+// has marked running, but which no live process is executing: the process
+// that took it has been silent for deadAfter (killed, its machine gone), or
+// the operation is still NotStarted RescueAfter after the job was taken — a
+// worker starts an operation within milliseconds of taking its job, so the
+// job was lost on the way, River's fetch committed but its answer never
+// reaching the worker. River would rescue either only after the
+// operation's whole timeout, ten minutes by default. The old job is
+// canceled, so that River's rescuer, when it comes to it, does not run it
+// again; a process that was only slow and still executes it finds its
+// context canceled.
 func (b *Backend) reschedule(ctx context.Context) error {
 	tx, err := b.pool.Begin(ctx)
 	if err != nil {
@@ -469,9 +501,12 @@ func (b *Backend) reschedule(ctx context.Context) error {
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	rows, err := tx.Query(ctx, `SELECT op.id, op.timeout_us, job.id FROM `+b.names.operation+` AS op
 		JOIN `+b.names.riverJob+` AS job ON job.id = op.job_id
-		WHERE op.status = 'NotStarted' AND job.state = 'running'
-			AND job.attempted_at < now() - $1 * interval '1 microsecond'
-		FOR UPDATE OF op SKIP LOCKED`, b.rescueAfter.Microseconds())
+		WHERE op.`+unfinished+` AND job.state = 'running' AND (
+			(op.status = 'NotStarted' AND job.attempted_at < now() - $1 * interval '1 microsecond')
+			OR NOT EXISTS (SELECT 1 FROM `+b.names.process+` AS p
+				WHERE p.id = job.attempted_by[cardinality(job.attempted_by)]
+					AND p.seen_at > now() - $2 * interval '1 microsecond'))
+		FOR UPDATE OF op SKIP LOCKED`, b.rescueAfter.Microseconds(), b.deadAfter.Microseconds())
 	if err != nil {
 		return translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
@@ -491,8 +526,14 @@ func (b *Backend) reschedule(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
+	// The records of dead processes go too; a live process whose record
+	// went for its silence writes it again at its next beat.
+	if _, err := tx.Exec(ctx, "DELETE FROM "+b.names.process+" WHERE seen_at < now() - $1 * interval '1 microsecond'",
+		b.deadAfter.Microseconds()); err != nil {
+		return translate(fmt.Errorf("postgres: sweep: %w", err))
+	}
 	if len(ids) == 0 {
-		return nil
+		return translate(tx.Commit(ctx))
 	}
 	jobs, err := b.river.InsertManyTx(ctx, tx, params)
 	if err != nil {
@@ -514,7 +555,7 @@ func (b *Backend) reschedule(ctx context.Context) error {
 	if err := tx.Commit(ctx); err != nil {
 		return translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
-	b.logger.Warn("postgres: operations whose job was lost before it started were given a new one", "operations", len(ids))
+	b.logger.Warn("asyncreply: postgres: operations whose process died, or whose job was lost, were given a new job", "operations", len(ids))
 	return nil
 }
 
@@ -622,8 +663,8 @@ func schemaOrDefault(schema string) string { return cmp.Or(schema, DefaultSchema
 
 // tableNames are the quoted names the backend's statements use.
 type tableNames struct {
-	operation, version, riverJob string
-	channel                      string // NOTIFY channel, unquoted
+	operation, version, riverJob, process string
+	channel                               string // NOTIFY channel, unquoted
 }
 
 func newTableNames(schema string) tableNames {
@@ -631,10 +672,11 @@ func newTableNames(schema string) tableNames {
 		operation: pgx.Identifier{schema, "asyncreply_operation"}.Sanitize(),
 		version:   pgx.Identifier{schema, "asyncreply_schema_version"}.Sanitize(),
 		riverJob:  pgx.Identifier{schema, "river_job"}.Sanitize(),
+		process:   pgx.Identifier{schema, "asyncreply_process"}.Sanitize(),
 		channel:   schema + ".asyncreply_operation",
 	}
 }
 
 func (n tableNames) expand(statement string) string {
-	return strings.ReplaceAll(statement, "{{.operation}}", n.operation)
+	return strings.NewReplacer("{{.operation}}", n.operation, "{{.process}}", n.process).Replace(statement)
 }

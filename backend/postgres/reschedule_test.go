@@ -13,10 +13,12 @@ import (
 	"github.com/asyncreply/asyncreply/internal/testdb"
 )
 
-// A job River marked running whose worker never started the operation —
-// the fetch's answer lost with a broken connection — is replaced by a new
-// job at the next sweep, rather than waiting out the operation's timeout
-// for River's rescuer; a job taken recently is left to its worker.
+// A job River marked running is replaced by a new job at the next sweep,
+// rather than waiting out the operation's timeout for River's rescuer, when
+// the process that took it has stopped recording itself alive (it was
+// killed), or when its operation is still NotStarted long after (the
+// fetch's answer was lost with a broken connection); a job a live process
+// took recently is left to it.
 func TestSweepReschedulesLostJobs(t *testing.T) {
 	t.Parallel()
 	pool := testdb.Pool(t, 10)
@@ -34,6 +36,11 @@ func TestSweepReschedulesLostJobs(t *testing.T) {
 		}
 	})
 	ops, jobs := pgx.Identifier{schema, "asyncreply_operation"}.Sanitize(), pgx.Identifier{schema, "river_job"}.Sanitize()
+	processes := pgx.Identifier{schema, "asyncreply_process"}.Sanitize()
+	if _, err := pool.Exec(ctx, "INSERT INTO "+processes+` (id, seen_at) VALUES
+		('alive', now()), ('dead', now() - interval '1 hour')`); err != nil {
+		t.Fatal(err)
+	}
 	jobOf := func(id string) int64 {
 		t.Helper()
 		var job int64
@@ -42,45 +49,59 @@ func TestSweepReschedulesLostJobs(t *testing.T) {
 		}
 		return job
 	}
-	// lose marks an operation's job as taken by a worker that never started
-	// it, ago.
-	lose := func(id string, ago time.Duration) int64 {
+	// take marks an operation's job as taken by process, ago, and the
+	// operation as status.
+	take := func(id, process string, ago time.Duration, status backend.Status) int64 {
 		t.Helper()
 		job := jobOf(id)
-		if _, err := pool.Exec(ctx, "UPDATE "+jobs+` SET state = 'running', attempt = 1,
-			attempted_at = now() - $2 * interval '1 microsecond' WHERE id = $1`, job, ago.Microseconds()); err != nil {
+		if _, err := pool.Exec(ctx, "UPDATE "+jobs+` SET state = 'running', attempt = 1, attempted_by = ARRAY[$2],
+			attempted_at = now() - $3 * interval '1 microsecond' WHERE id = $1`, job, process, ago.Microseconds()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pool.Exec(ctx, "UPDATE "+ops+" SET status = $2 WHERE id = $1", id, status); err != nil {
 			t.Fatal(err)
 		}
 		return job
 	}
 	now := time.Now()
-	for _, id := range []string{"lost", "recent"} {
+	for _, id := range []string{"lost", "recent", "running", "orphaned"} {
 		if _, _, err := b.Create(ctx, &backend.Operation{ID: id, Status: backend.NotStarted, Timeout: 10 * time.Minute, Retention: time.Hour, CreatedAt: now}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	lostJob := lose("lost", 2*rescueAfter)
-	recentJob := lose("recent", rescueAfter/2)
-
+	lostJob := take("lost", "alive", 2*rescueAfter, backend.NotStarted)
+	recentJob := take("recent", "alive", rescueAfter/2, backend.NotStarted)
+	runningJob := take("running", "alive", 2*rescueAfter, backend.Running)
+	orphanedJob := take("orphaned", "dead", time.Second, backend.Running)
 	if _, err := b.Sweep(ctx, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if jobOf("recent") != recentJob {
-		t.Error("an operation whose job was taken recently was rescheduled; its worker may be starting it")
+		t.Error("an operation whose job a live process took recently was rescheduled; the process may be starting it")
 	}
-	if jobOf("lost") == lostJob {
-		t.Fatal("the operation whose job was lost still has it after a sweep")
+	if jobOf("running") != runningJob {
+		t.Error("an operation a live process is running was rescheduled")
 	}
-	var canceled bool
-	if err := pool.QueryRow(ctx, "SELECT metadata ? 'cancel_attempted_at' FROM "+jobs+" WHERE id = $1", lostJob).Scan(&canceled); err != nil {
-		t.Fatal(err)
+	for id, old := range map[string]int64{"lost": lostJob, "orphaned": orphanedJob} {
+		if jobOf(id) == old {
+			t.Errorf("operation %q still has its lost job after a sweep", id)
+			continue
+		}
+		var canceled bool
+		if err := pool.QueryRow(ctx, "SELECT metadata ? 'cancel_attempted_at' FROM "+jobs+" WHERE id = $1", old).Scan(&canceled); err != nil {
+			t.Fatal(err)
+		}
+		if !canceled {
+			t.Errorf("the lost job of %q was not canceled: River's rescuer would run it again", id)
+		}
 	}
-	if !canceled {
-		t.Error("the lost job was not canceled: River's rescuer would run it again")
+	var dead int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+processes+" WHERE id = 'dead'").Scan(&dead); err != nil || dead != 0 {
+		t.Errorf("the dead process's record is still there (%d, %v)", dead, err)
 	}
 
-	// The new job runs.
-	done := make(chan string, 2)
+	// The new jobs run.
+	done := make(chan string, 4)
 	err = b.Start(ctx, func(ctx context.Context, id string) error {
 		if _, err := b.MarkRunning(ctx, id, time.Now()); err != nil {
 			return err
@@ -92,12 +113,16 @@ func TestSweepReschedulesLostJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case id := <-done:
-		if id != "lost" {
-			t.Errorf("executed %q, want the rescheduled operation", id)
+	executed := map[string]bool{}
+	for range 2 {
+		select {
+		case id := <-done:
+			executed[id] = true
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the rescheduled operations were not executed; executed %v", executed)
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the rescheduled operation was not executed")
+	}
+	if !executed["lost"] || !executed["orphaned"] {
+		t.Errorf("executed %v, want the two rescheduled operations", executed)
 	}
 }

@@ -62,6 +62,12 @@ var migrations = []string{
 		UPDATE asyncreply_change SET version = version + 1;
 		UPDATE asyncreply_operation SET version = (SELECT version FROM asyncreply_change) WHERE id = NEW.id;
 	END;`,
+
+	// The processes executing operations, each as alive as its last beat.
+	`CREATE TABLE asyncreply_process (
+		id      TEXT PRIMARY KEY NOT NULL,
+		seen_at INTEGER NOT NULL
+	) STRICT;`,
 }
 
 // Migrate applies River's migrations and asyncreply's to db, which must have

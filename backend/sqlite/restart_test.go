@@ -29,9 +29,12 @@ const (
 	roleServe    = "serve"
 )
 
-// restartTimeout is the operations' timeout in the restart test: River
-// rescues the jobs the killed process was running once it has passed.
-const restartTimeout = 2 * time.Second
+// heartbeat is how often the restart test's process records that it is
+// alive: the jobs the killed process was running are rescheduled by the
+// restarted one once the dead one has been silent for six beats — long
+// before River would rescue them, after the operations' default timeout of
+// ten minutes.
+const heartbeat = 200 * time.Millisecond
 
 var roles = map[string]func() int{roleServe: serve}
 
@@ -41,12 +44,12 @@ func serve() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	be, err := sqlite.New(ctx, sqlite.Config{Path: os.Getenv(pathVariable), Concurrency: 10, RescueAfter: restartTimeout, Logger: logger})
+	be, err := sqlite.New(ctx, sqlite.Config{Path: os.Getenv(pathVariable), Concurrency: 10, HeartbeatInterval: heartbeat, Logger: logger})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: make([]byte, 32), Timeout: restartTimeout})
+	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: make([]byte, 32), SweepInterval: heartbeat})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

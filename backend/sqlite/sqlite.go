@@ -50,6 +50,8 @@ const (
 	DefaultConcurrency  = 100
 	DefaultRescueAfter  = time.Minute
 	DefaultPollInterval = 25 * time.Millisecond
+
+	DefaultHeartbeatInterval = riverjob.DefaultHeartbeatInterval
 )
 
 // busyTimeout is how long a write waits for another connection's write
@@ -70,6 +72,15 @@ type Config struct {
 	// consider its worker dead and run it again; it is also never before the
 	// operation's own timeout has passed. Defaults to DefaultRescueAfter.
 	RescueAfter time.Duration
+
+	// HeartbeatInterval is how often a process executing operations records
+	// that it is alive. The operations of a process silent for six
+	// intervals — killed, say — are run again by the others, or by the
+	// process started in its place, at their next Sweep, rather than once
+	// River's rescue delay and their timeout have passed. Every process
+	// sharing the file should use the same value. Defaults to
+	// DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
 
 	// SkipMigrations leaves the schema as it is; use it when migrations are
 	// applied by an explicit Migrate step. Defaults to false: New migrates.
@@ -94,6 +105,7 @@ type Backend struct {
 	worker       *riverjob.Worker
 	logger       *slog.Logger
 	pollInterval time.Duration
+	deadAfter    time.Duration // a process silent this long is dead
 
 	watchers   watch.Hub
 	watchBegun chan struct{} // wakes the idle poller
@@ -152,6 +164,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	cfg.Concurrency = cmp.Or(max(cfg.Concurrency, 0), DefaultConcurrency)
 	cfg.RescueAfter = cmp.Or(max(cfg.RescueAfter, 0), DefaultRescueAfter)
 	cfg.PollInterval = cmp.Or(max(cfg.PollInterval, 0), DefaultPollInterval)
+	cfg.HeartbeatInterval = cmp.Or(max(cfg.HeartbeatInterval, 0), DefaultHeartbeatInterval)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -181,9 +194,21 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 		db:           db,
 		logger:       cfg.Logger,
 		pollInterval: cfg.PollInterval,
+		deadAfter:    riverjob.DeadAfter(cfg.HeartbeatInterval),
 		watchBegun:   make(chan struct{}, 1),
 	}
-	b.worker = riverjob.NewWorker(b.Complete)
+	id := riverjob.NewID()
+	b.worker = riverjob.NewWorker(b.Complete, riverjob.Liveness{
+		ID:       id,
+		Interval: cfg.HeartbeatInterval,
+		Beat: func(ctx context.Context) error {
+			return b.exec(ctx, `INSERT INTO asyncreply_process (id, seen_at) VALUES (?, ?)
+				ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at`, id, micros(time.Now()))
+		},
+		Forget: func(ctx context.Context) error {
+			return b.exec(ctx, "DELETE FROM asyncreply_process WHERE id = ?", id)
+		},
+	})
 	client, err := riverjob.NewClient(riversqlite.New(db), b.worker, riverjob.ClientConfig{
 		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter, Logger: cfg.Logger,
 	})
@@ -549,6 +574,9 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 		return 0, fmt.Errorf("sqlite: sweep: %w", err)
 	}
 	defer release()
+	if err := b.reschedule(ctx, db); err != nil {
+		return 0, err
+	}
 	orphaned, err := failOrphaned(ctx, db, now)
 	if err != nil {
 		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
@@ -565,6 +593,72 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
 	return int(n), nil
+}
+
+// reschedule gives a new job to every unfinished operation whose job was
+// taken by a process that has been silent for deadAfter: killed, most
+// likely, and perhaps restarted in the process calling. River would rescue
+// the job only after the operation's whole timeout, ten minutes by default.
+// The old job is canceled, so that River's rescuer does not run it again.
+// Liveness is judged by the real clock, whatever the sweep's now.
+func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(fmt.Errorf("sqlite: sweep: %w", err))
+	}
+	defer tx.Rollback()
+	alive := micros(time.Now().Add(-b.deadAfter))
+	rows, err := tx.QueryContext(ctx, `SELECT op.id, op.timeout_us, job.id FROM asyncreply_operation AS op
+		JOIN river_job AS job ON job.id = op.job_id
+		WHERE op.`+unfinished+` AND job.state = 'running' AND NOT EXISTS (
+			SELECT 1 FROM asyncreply_process AS p
+			WHERE p.id = json_extract(job.attempted_by, '$[#-1]') AND p.seen_at > ?)`, alive)
+	if err != nil {
+		return translate(fmt.Errorf("sqlite: sweep: %w", err))
+	}
+	type lost struct {
+		id      string
+		timeout time.Duration
+		job     int64
+	}
+	var found []lost
+	for rows.Next() {
+		var l lost
+		var timeoutUS int64
+		if err := rows.Scan(&l.id, &timeoutUS, &l.job); err != nil {
+			rows.Close()
+			return translate(fmt.Errorf("sqlite: sweep: %w", err))
+		}
+		l.timeout = time.Duration(timeoutUS) * time.Microsecond
+		found = append(found, l)
+	}
+	if err := rows.Err(); err != nil {
+		return translate(fmt.Errorf("sqlite: sweep: %w", err))
+	}
+	for _, l := range found {
+		job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: l.id, Timeout: l.timeout}, nil)
+		if err != nil {
+			return translate(fmt.Errorf("sqlite: sweep: rescheduling: %w", err))
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE asyncreply_operation SET job_id = ? WHERE id = ?", job.Job.ID, l.id); err != nil {
+			return translate(fmt.Errorf("sqlite: sweep: rescheduling: %w", err))
+		}
+		if _, err := b.river.JobCancelTx(ctx, tx, l.job); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
+			return translate(fmt.Errorf("sqlite: sweep: canceling a lost job: %w", err))
+		}
+	}
+	// The records of dead processes go too; a live process whose record
+	// went for its silence writes it again at its next beat.
+	if _, err := tx.ExecContext(ctx, "DELETE FROM asyncreply_process WHERE seen_at <= ?", alive); err != nil {
+		return translate(fmt.Errorf("sqlite: sweep: %w", err))
+	}
+	if err := tx.Commit(); err != nil {
+		return translate(fmt.Errorf("sqlite: sweep: %w", err))
+	}
+	if len(found) > 0 {
+		b.logger.Warn("asyncreply: sqlite: operations whose process died were given a new job", "operations", len(found))
+	}
+	return nil
 }
 
 func failOrphaned(ctx context.Context, db *sql.DB, now time.Time) ([]string, error) {
@@ -792,3 +886,14 @@ func translate(err error) error {
 func micros(t time.Time) int64 { return t.UnixMicro() }
 
 func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// exec runs one statement on the backend's database.
+func (b *Backend) exec(ctx context.Context, statement string, args ...any) error {
+	db, release, err := b.database()
+	if err != nil {
+		return err
+	}
+	defer release()
+	_, err = db.ExecContext(ctx, statement, args...)
+	return translate(err)
+}

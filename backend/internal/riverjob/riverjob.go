@@ -4,7 +4,10 @@
 package riverjob
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,6 +62,43 @@ type Worker struct {
 	started  bool // the River client was started, so Stop must stop it
 	stopping atomic.Bool
 	complete func(ctx context.Context, id string, outcome backend.Outcome) (bool, error)
+
+	logger       *slog.Logger
+	liveness     Liveness
+	stopBeating  context.CancelFunc
+	beatingEnded chan struct{}
+}
+
+// Liveness is how a process executing operations shows the others sharing
+// its backend that it is alive, so that the jobs of one that died can be
+// run again at once: River alone would rescue them only once the
+// operation's whole timeout has passed, ten minutes by default. The
+// process records itself under ID, which is also its River client's ID and
+// so names it in the jobs it takes, as Start begins and every Interval
+// after; a backend's sweep reschedules the jobs taken by a process silent
+// for DeadAfter(Interval).
+type Liveness struct {
+	ID       string
+	Interval time.Duration
+	// Beat records that the process is alive now.
+	Beat func(ctx context.Context) error
+	// Forget deletes the record once the process has stopped executing.
+	Forget func(ctx context.Context) error
+}
+
+// DefaultHeartbeatInterval is the backends' default Liveness.Interval.
+const DefaultHeartbeatInterval = 5 * time.Second
+
+// DeadAfter is how long a process may stay silent before its jobs are
+// taken from it: several missed beats, so that one slow write to a busy
+// store does not make a live process look dead.
+func DeadAfter(interval time.Duration) time.Duration { return 6 * interval }
+
+// NewID returns a random process ID for Liveness and River.
+func NewID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return "asyncreply-" + base64.RawURLEncoding.EncodeToString(b)
 }
 
 // Abandoned is the failure of an operation whose every attempt was
@@ -74,8 +114,27 @@ var Abandoned = backend.Failure{
 // NewWorker returns a worker. complete is the backend's Complete, with
 // which the worker fails an operation whose last attempt was abandoned,
 // rather than leave it unfinished.
-func NewWorker(complete func(ctx context.Context, id string, outcome backend.Outcome) (bool, error)) *Worker {
-	return &Worker{complete: complete}
+func NewWorker(complete func(ctx context.Context, id string, outcome backend.Outcome) (bool, error), liveness Liveness) *Worker {
+	return &Worker{complete: complete, liveness: liveness}
+}
+
+// beat records the process as alive every Interval until stopBeating.
+func (w *Worker) beat(ctx context.Context) {
+	defer close(w.beatingEnded)
+	ticker := time.NewTicker(w.liveness.Interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			beatCtx, cancel := context.WithTimeout(ctx, w.liveness.Interval)
+			if err := w.liveness.Beat(beatCtx); err != nil && ctx.Err() == nil {
+				w.logger.Warn("asyncreply: recording that this process is alive failed; if it keeps failing, other processes will run its operations again", "error", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // ClientConfig is what differs between the River clients of the backends.
@@ -92,9 +151,11 @@ func NewClient[TTx any](driver riverdriver.Driver[TTx], w *Worker, cfg ClientCon
 	if err := river.AddWorkerSafely(workers, w); err != nil {
 		return nil, err
 	}
+	w.logger = cmp.Or(cfg.Logger, slog.Default())
 	client, err := river.NewClient(driver, &river.Config{
 		Queues:               map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Concurrency}},
 		Workers:              workers,
+		ID:                   w.liveness.ID, // names this process in the jobs it takes
 		Schema:               cfg.Schema,
 		Logger:               cfg.Logger,
 		JobTimeout:           cfg.RescueAfter,
@@ -123,11 +184,19 @@ func (w *Worker) Start(ctx context.Context, client Client, execute backend.Execu
 	if w.execute != nil {
 		return errors.New("backend already started")
 	}
+	// Recorded before River takes a job, so that no job of this process is
+	// ever taken by one that looks dead.
+	if err := w.liveness.Beat(ctx); err != nil {
+		return fmt.Errorf("recording this process as alive: %w", err)
+	}
 	// Executions must not end with the context of whoever called Start.
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("starting River: %w", err)
 	}
 	w.execute, w.started = execute, true
+	beatCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w.stopBeating, w.beatingEnded = cancel, make(chan struct{})
+	go w.beat(beatCtx)
 	return nil
 }
 
@@ -206,6 +275,19 @@ func (w *Worker) Stop(ctx context.Context, client Client) error {
 	if !started {
 		return nil
 	}
+	err := w.stopClient(ctx, client)
+	// Executing no more: this process's jobs are back in the queue.
+	w.stopBeating()
+	<-w.beatingEnded
+	forgetCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if forgetErr := w.liveness.Forget(forgetCtx); forgetErr != nil {
+		w.logger.Debug("asyncreply: deleting this process's liveness record failed; the sweep will", "error", forgetErr)
+	}
+	return err
+}
+
+func (w *Worker) stopClient(ctx context.Context, client Client) error {
 	err := client.Stop(ctx)
 	if err == nil || ctx.Err() == nil {
 		return err
