@@ -2,7 +2,9 @@ package asyncreply
 
 import (
 	"bytes"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/base64"
 	"html/template"
 	"net/http"
 	"strconv"
@@ -14,15 +16,73 @@ import (
 //go:embed waitingpage.html
 var waitingPageSource string
 
-// waitingPage is shown to browsers instead of the status document. It needs
-// no JavaScript: a meta refresh reloads the monitor URL until the monitor
-// answers 303 and the browser lands on the response. html/template escapes
-// every value, so progress messages cannot inject markup.
+// waitingPage is shown to browsers instead of the status document.
+// html/template escapes every value, so progress messages cannot inject
+// markup.
+//
+// Without JavaScript, a meta refresh reloads the monitor URL until the
+// monitor answers 303 and the browser lands on the response. With
+// JavaScript, an inline script subscribes to the operation's events, moves
+// the progress bar with each one and replaces the page with the monitor URL
+// (which redirects to the answer) once the operation is done. The two must
+// not both run: a page that refreshes while its script streams events would
+// reload every few seconds, and removing the meta element, or racing it with
+// the script, does not reliably cancel a refresh already scheduled. So the
+// refresh sits in <noscript>, which browsers honour only with scripting off,
+// and the script falls back to a timed reload itself whenever the event
+// stream cannot be used (no EventSource, a closed or failing stream). The
+// cost: a browser that runs scripts but blocks this one stays on the page
+// (its "Check now" link still works).
+//
+// The page carries its own Content-Security-Policy: nothing loads but the
+// event stream from this origin, and only this script and style run, by
+// hash. Neither contains a template action, so the hashes are computed once.
+// A proxy that adds its own strict policy to these URLs must allow the same
+// hashes (the page's policy lists them), or the script is blocked as above.
 var waitingPage = template.Must(template.New("waiting").Parse(waitingPageSource))
 
+// waitingPagePolicy is the waiting page's Content-Security-Policy.
+var waitingPagePolicy = func() string {
+	var page bytes.Buffer
+	if err := waitingPage.Execute(&page, waitingPageData{}); err != nil {
+		panic("asyncreply: waiting page template: " + err.Error())
+	}
+	script, style := inlineBlock(page.Bytes(), "script"), inlineBlock(page.Bytes(), "style")
+	if script == nil || style == nil {
+		panic("asyncreply: waiting page template has no inline script or style")
+	}
+	return "default-src 'none'; script-src " + sourceHash(script) + "; style-src " + sourceHash(style) +
+		"; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'"
+}()
+
+// inlineBlock returns the content of the first <tag> element in page, nil if
+// there is none.
+func inlineBlock(page []byte, tag string) []byte {
+	_, rest, ok := bytes.Cut(page, []byte("<"+tag))
+	if !ok {
+		return nil
+	}
+	if _, rest, ok = bytes.Cut(rest, []byte(">")); !ok {
+		return nil
+	}
+	content, _, ok := bytes.Cut(rest, []byte("</"+tag+">"))
+	if !ok {
+		return nil
+	}
+	return content
+}
+
+// sourceHash is a CSP hash-source allowing an inline block with content b.
+func sourceHash(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+}
+
 type waitingPageData struct {
+	Policy         string
 	ID             string
 	Self           string // path only: never a host taken from the request
+	Events         string // path only, as Self
 	Refresh        string
 	RefreshSeconds int
 	Percent        int
@@ -35,8 +95,10 @@ type waitingPageData struct {
 
 func renderWaitingPage(op *backend.Operation, self string, refreshSeconds int) []byte {
 	data := waitingPageData{
+		Policy:         waitingPagePolicy,
 		ID:             op.ID,
 		Self:           self,
+		Events:         self + "/events",
 		Refresh:        strconv.Itoa(refreshSeconds) + "; url=" + self,
 		RefreshSeconds: refreshSeconds,
 		Percent:        op.Progress.Percent,

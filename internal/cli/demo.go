@@ -94,8 +94,11 @@ Or with curl:
   curl -sL %s/operations/ID                  # follows the 303 to the report
   curl -sL -H 'Prefer: wait=10' %s/reports/7 # or wait up to 10 s for the answer
 
+Or with asyncreply's own client, which follows the operation for you:
+  go run ./cmd/asyncreply get %s/reports/9
+
 Press Ctrl-C to stop.
-`, o.delay, base, base, base, base, base, base)
+`, o.delay, base, base, base, base, base, base, base)
 	return serve(ctx, ln, gw, logger)
 }
 
