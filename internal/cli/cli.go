@@ -129,12 +129,17 @@ type gatewayOptions struct {
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
 	c, o := gatewayCommand(help)
-	if err := c.parse(args, getenv); err != nil {
-		return nil, err
-	}
+	return o.check(c.parse(args, getenv), "the URL of the application to forward to, e.g. --upstream http://127.0.0.1:3000")
+}
+
+// check completes the parsing of a gateway's or a worker's flags: parseErr,
+// or what is missing or wrong in them. upstream says what --upstream is.
+func (o *gatewayOptions) check(parseErr error, upstream string) (*gatewayOptions, error) {
 	switch {
+	case parseErr != nil:
+		return nil, parseErr
 	case o.upstream == "":
-		return nil, errors.New("--upstream is required: the URL of the application to forward to, e.g. --upstream http://127.0.0.1:3000")
+		return nil, errors.New("--upstream is required: " + upstream)
 	case o.concurrency < 0:
 		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
 	}
@@ -301,16 +306,7 @@ func shutdownGateway(gw *gateway.Gateway, logger *slog.Logger) {
 
 func parseWorker(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
 	c, o := workerCommand(help)
-	if err := c.parse(args, getenv); err != nil {
-		return nil, err
-	}
-	switch {
-	case o.upstream == "":
-		return nil, errors.New("--upstream is required: the URL of the application to replay requests to")
-	case o.concurrency < 0:
-		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
-	}
-	return o, nil
+	return o.check(c.parse(args, getenv), "the URL of the application to replay requests to")
 }
 
 func workerCommand(help io.Writer) (*command, *gatewayOptions) {
