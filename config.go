@@ -106,6 +106,15 @@ type Config struct {
 	// Defaults to false.
 	Inline bool
 
+	// AcceptOnly accepts operations and serves their monitor URLs, but
+	// executes none of them: processes sharing the Backend run them —
+	// workers, which call Handler and serve nothing. Use it to keep replays
+	// off the machines that face clients. It needs a backend that processes
+	// share (SQLite, PostgreSQL); with the in-memory one nothing would ever
+	// run the operations, and New refuses it. Defaults to false: this
+	// process executes operations too.
+	AcceptOnly bool
+
 	// SweepInterval is how often expired operations are deleted. Defaults to
 	// DefaultSweepInterval.
 	SweepInterval time.Duration
@@ -150,6 +159,14 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Key != nil && len(cfg.Key) != 32 {
 		errs = append(errs, fmt.Errorf("Key must be 32 bytes for AES-256, got %d", len(cfg.Key)))
+	}
+	if cfg.AcceptOnly {
+		if _, private := cfg.Backend.(*memory.Backend); private || cfg.Backend == nil {
+			errs = append(errs, errors.New("AcceptOnly needs a Backend that other processes share: no other process can execute the in-memory backend's operations"))
+		}
+		if cfg.Inline {
+			errs = append(errs, errors.New("AcceptOnly and Inline exclude each other: Inline executes every operation in its request"))
+		}
 	}
 	if len(errs) > 0 {
 		return cfg, fmt.Errorf("asyncreply: invalid config: %w", errors.Join(errs...))

@@ -87,8 +87,11 @@ func (m *Middleware) Handler(app http.Handler) http.Handler {
 		// backend's workers have nothing left to do.
 		execute = func(context.Context, string) error { return nil }
 	}
-	m.background.Add(2)
-	go m.startBackend(execute)
+	if !m.cfg.AcceptOnly {
+		m.background.Add(1)
+		go m.startBackend(execute)
+	}
+	m.background.Add(1)
 	go m.sweep()
 	return http.HandlerFunc(m.serveHTTP)
 }

@@ -1459,6 +1459,8 @@ func TestConfigValidation(t *testing.T) {
 		{"PublicURL not http", asyncreply.Config{PublicURL: "ftp://api.example.com"}, "PublicURL"},
 		{"PublicURL without host", asyncreply.Config{PublicURL: "https://"}, "PublicURL"},
 		{"PublicURL unparsable", asyncreply.Config{PublicURL: "http://[::1"}, "PublicURL"},
+		{"AcceptOnly in memory", asyncreply.Config{AcceptOnly: true}, "AcceptOnly"},
+		{"AcceptOnly and Inline", asyncreply.Config{AcceptOnly: true, Inline: true, Backend: durableStandIn{memory.New(memory.Config{})}}, "Inline"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -135,6 +135,12 @@ type Config struct {
 	// only key to an operation.
 	Owner string
 
+	// AcceptOnly makes the gateway accept operations and serve their monitor
+	// URLs but replay none: `asyncreply worker` processes sharing Backend
+	// replay them (asyncreply.Config.AcceptOnly). Defaults to false: the
+	// gateway replays too, Concurrency at a time.
+	AcceptOnly bool
+
 	// Logger receives structured logs. Defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -201,6 +207,9 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Backend == nil {
+		if cfg.AcceptOnly {
+			return nil, errAcceptOnlyMemory
+		}
 		cfg.Backend = memory.New(memory.Config{Concurrency: cfg.Concurrency})
 	}
 	g := &Gateway{cfg: cfg, upstream: upstream}
@@ -232,6 +241,7 @@ func New(cfg Config) (*Gateway, error) {
 		Logger:         cfg.Logger,
 		Key:            cfg.Key,
 		Owner:          ownerFunc,
+		AcceptOnly:     cfg.AcceptOnly,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -275,6 +285,9 @@ func (cfg Config) validate() (*url.URL, error) {
 	if _, err := parseOwner(cfg.Owner); err != nil {
 		return nil, &ConfigError{"Owner", err}
 	}
+	if _, private := cfg.Backend.(*memory.Backend); cfg.AcceptOnly && private {
+		return nil, errAcceptOnlyMemory
+	}
 	return upstream, nil
 }
 
@@ -291,6 +304,8 @@ func negativeDuration(wait, timeout, retention time.Duration) (field string, d t
 	}
 	return "", 0
 }
+
+var errAcceptOnlyMemory = &ConfigError{"AcceptOnly", errors.New("needs a backend that workers share, such as SQLite or PostgreSQL: no other process can replay the in-memory backend's operations")}
 
 func parseUpstream(raw string) (*url.URL, error) {
 	if raw == "" {

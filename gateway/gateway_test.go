@@ -329,6 +329,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"bad prefix", gateway.Config{Upstream: ok, Prefix: "ops"}, "Prefix", []string{`"ops"`}},
 		{"negative concurrency", gateway.Config{Upstream: ok, Concurrency: -1}, "Concurrency", []string{"negative"}},
 		{"negative wait", gateway.Config{Upstream: ok, Wait: -time.Second}, "Wait", []string{"negative"}},
+		{"accept-only in memory", gateway.Config{Upstream: ok, AcceptOnly: true}, "AcceptOnly", []string{"in-memory"}},
+		{"negative route timeout", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET /x", Timeout: -time.Second}}}, "Async", []string{`"GET /x"`, "timeout must not be negative"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -125,6 +125,7 @@ type gatewayOptions struct {
 	trustedProxies prefixList
 	owner          string
 	key            keyFlag
+	acceptOnly     bool
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -181,6 +182,7 @@ response.
 	fs.Var(&o.trustedProxies, "trusted-proxy", "`CIDR` of a proxy whose X-Forwarded-* headers are believed; repeatable")
 	fs.Var(&o.key, "key", "32-byte `key` (64 hex digits or base64) encrypting recorded requests and responses at rest; prefer ASYNCREPLY_KEY to a flag, which other users can see in the process list")
 	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
+	fs.BoolVar(&o.acceptOnly, "accept-only", false, "accept and serve operations but replay none: 'asyncreply worker' processes sharing --backend replay them")
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -189,7 +191,7 @@ response.
 var flagOf = map[string]string{
 	"Upstream": "--upstream", "Async": "--async", "Concurrency": "--concurrency", "Wait": "--wait",
 	"Timeout": "--timeout", "Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url",
-	"Owner": "--owner",
+	"Owner": "--owner", "AcceptOnly": "--accept-only",
 }
 
 // gatewayConfig turns the flags into a validated gateway.Config, without
@@ -208,6 +210,10 @@ func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, erro
 		Owner:          o.owner,
 		Logger:         logger,
 		Key:            o.key.value,
+		AcceptOnly:     o.acceptOnly,
+	}
+	if o.acceptOnly && strings.HasPrefix(strings.ToLower(o.backend), "memory:") {
+		return cfg, errors.New("--accept-only needs a --backend that workers share, sqlite://PATH or postgres://…: no other process can replay memory:'s operations")
 	}
 	return cfg, flagError(cfg.Validate())
 }

@@ -149,6 +149,7 @@ func TestBadConfigurationExits2NamingTheFlag(t *testing.T) {
 		{"stray argument", append([]string{"gateway", "extra"}, up...), nil, []string{"extra"}},
 		{"unknown command", []string{"gatway"}, nil, []string{"gatway"}},
 		{"migrate malformed backend", []string{"migrate", "--backend", "mysql://x"}, nil, []string{"--backend", "mysql"}},
+		{"accept-only in memory", append([]string{"gateway", "--accept-only", "--backend", "memory:"}, up...), nil, []string{"--accept-only", "--backend"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
