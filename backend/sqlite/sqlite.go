@@ -129,6 +129,13 @@ var _ backend.Backend = (*Backend)(nil)
 //
 // With one connection, a transaction holds the whole *sql.DB: while one is
 // open, every query must go through it.
+//
+// Commits are synchronous=NORMAL: in WAL mode they survive the process's
+// crash, but not the machine's until the next disk flush. The backend makes
+// the commits that must survive both — accepting an operation, canceling
+// one — flush at once (durably), which also flushes every commit before
+// them; losing a later transition to a power cut only runs the operation
+// again.
 func Open(path string) (*sql.DB, error) {
 	if path == "" {
 		return nil, errors.New("sqlite: the database path is empty")
@@ -139,7 +146,7 @@ func Open(path string) (*sql.DB, error) {
 	}
 	// A URI filename: '?' and '#' would end the path, and '%' starts an escape.
 	escaped := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(filepath.ToSlash(abs))
-	db, err := sql.Open("sqlite", fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_txlock=immediate",
+	db, err := sql.Open("sqlite", fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate",
 		escaped, busyTimeout.Milliseconds()))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
@@ -300,24 +307,22 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 
 // createTogether implements groupcommit.Funcs.Together.
 func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Request) ([]groupcommit.Result, error) {
-	tx, err := b.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, translate(fmt.Errorf("sqlite: create: %w", err))
-	}
-	defer tx.Rollback()
 	results := make([]groupcommit.Result, len(batch))
-	for i, req := range batch {
-		if err := req.Ctx.Err(); err != nil {
-			results[i].Err = err // given up: not inserted
-			continue
+	err := durably(ctx, b.db, func(tx *sql.Tx) error {
+		for i, req := range batch {
+			if err := req.Ctx.Err(); err != nil {
+				results[i].Err = err // given up: not inserted
+				continue
+			}
+			var err error
+			if results[i].Stored, results[i].Created, err = b.createInTx(ctx, tx, req.Op); err != nil {
+				return err
+			}
 		}
-		results[i].Stored, results[i].Created, err = b.createInTx(ctx, tx, req.Op)
-		if err != nil {
-			return nil, err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, translate(fmt.Errorf("sqlite: create: %w", err))
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return results, nil
 }
@@ -333,19 +338,41 @@ func (b *Backend) createAlone(ctx context.Context, db *sql.DB, op *backend.Opera
 	// The transaction holds the file's write lock from its start, so Creates
 	// with the same key, in this process or another, run one after the other
 	// and exactly one inserts.
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
-	}
-	defer tx.Rollback()
-	stored, created, err := b.createInTx(ctx, tx, op)
+	var stored *backend.Operation
+	var created bool
+	err := durably(ctx, db, func(tx *sql.Tx) (err error) {
+		stored, created, err = b.createInTx(ctx, tx, op)
+		return err
+	})
 	if err != nil {
 		return nil, false, err
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
-	}
 	return stored, created, nil
+}
+
+// durably runs fn in a transaction whose commit reaches the disk before
+// durably returns (synchronous=FULL), and with it every commit before it:
+// for what a client is told has happened, a 202 or a 204. Errors of fn are
+// returned as they are.
+func durably(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
+	conn, err := db.Conn(ctx) // the connection's setting, for this transaction only
+	if err != nil {
+		return translate(fmt.Errorf("sqlite: %w", err))
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = FULL"); err != nil {
+		return translate(fmt.Errorf("sqlite: %w", err))
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = NORMAL")
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(fmt.Errorf("sqlite: %w", err))
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return translate(tx.Commit())
 }
 
 // createInTx inserts op and its job in tx, unless an operation with its
@@ -531,35 +558,37 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 		return fmt.Errorf("sqlite: cancel: %w", err)
 	}
 	defer release()
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return translate(fmt.Errorf("sqlite: cancel: %w", err))
-	}
-	defer tx.Rollback()
-	var previous backend.Status
-	var jobID int64
-	err = tx.QueryRowContext(ctx, "SELECT status, job_id FROM asyncreply_operation WHERE id = ?", id).Scan(&previous, &jobID)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return backend.ErrNotFound
-	case err != nil:
-		return translate(fmt.Errorf("sqlite: cancel: %w", err))
-	case previous == backend.Canceled:
-		return nil
-	}
-	_, err = tx.ExecContext(ctx, `UPDATE asyncreply_operation SET status = 'Canceled', request = NULL, response = NULL,
-		failure_status = NULL, failure_title = NULL, failure_detail = NULL, updated_at = ?, expires_at = ? + retention_us
-		WHERE id = ?`, micros(at), micros(at), id)
-	if err != nil {
-		return translate(fmt.Errorf("sqlite: cancel: %w", err))
-	}
-	if !previous.Done() {
-		if _, err := b.river.JobCancelTx(ctx, tx, jobID); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
-			return translate(fmt.Errorf("sqlite: cancel: canceling the job: %w", err))
+	errCanceledAlready := errors.New("canceled already")
+	err = durably(ctx, db, func(tx *sql.Tx) error {
+		var previous backend.Status
+		var jobID int64
+		err := tx.QueryRowContext(ctx, "SELECT status, job_id FROM asyncreply_operation WHERE id = ?", id).Scan(&previous, &jobID)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return backend.ErrNotFound
+		case err != nil:
+			return translate(fmt.Errorf("sqlite: cancel: %w", err))
+		case previous == backend.Canceled:
+			return errCanceledAlready
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return translate(fmt.Errorf("sqlite: cancel: %w", err))
+		_, err = tx.ExecContext(ctx, `UPDATE asyncreply_operation SET status = 'Canceled', request = NULL, response = NULL,
+			failure_status = NULL, failure_title = NULL, failure_detail = NULL, updated_at = ?, expires_at = ? + retention_us
+			WHERE id = ?`, micros(at), micros(at), id)
+		if err != nil {
+			return translate(fmt.Errorf("sqlite: cancel: %w", err))
+		}
+		if !previous.Done() {
+			if _, err := b.river.JobCancelTx(ctx, tx, jobID); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
+				return translate(fmt.Errorf("sqlite: cancel: canceling the job: %w", err))
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errCanceledAlready):
+		return nil
+	case err != nil:
+		return err
 	}
 	b.watchers.Notify(id)
 	return nil
