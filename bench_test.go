@@ -7,18 +7,16 @@ package asyncreply_test
 
 import (
 	"bytes"
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend/memory"
+	"github.com/asyncreply/asyncreply/internal/benchutil"
 )
 
 // benchClient keeps enough idle connections for every parallel goroutine,
@@ -34,39 +32,12 @@ func benchClient() *http.Client {
 
 func newBenchMiddleware(b *testing.B, cfg asyncreply.Config, app http.Handler) http.Handler {
 	b.Helper()
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	ar, err := asyncreply.New(cfg)
+	h, shutdown, err := benchutil.Serve(cfg, app)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { ar.Shutdown(context.Background()) })
-	return ar.Handler(app)
-}
-
-// recorded is a response captured once, for a baseline to replay byte for byte.
-type recorded struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func capture(h http.Handler, req *http.Request) recorded {
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	return recorded{rec.Code, rec.Header().Clone(), rec.Body.Bytes()}
-}
-
-// plain writes the captured response: what a hand-written handler answering
-// with the same bytes costs.
-func (c recorded) plain() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		for k, v := range c.header {
-			h[k] = v
-		}
-		w.WriteHeader(c.status)
-		w.Write(c.body)
-	})
+	b.Cleanup(shutdown)
+	return h
 }
 
 // runHTTP measures h behind a real loopback server, requests in parallel.
@@ -112,15 +83,6 @@ func runDirect(b *testing.B, h http.Handler, method, path string, wantStatus int
 	})
 }
 
-func fastApp() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		w.Write([]byte("report " + r.PathValue("id")))
-	})))
-	return mux
-}
-
 // benchConfig keeps the number of retained operations steady during long
 // runs, as a server with a short retention would.
 func benchConfig() asyncreply.Config {
@@ -148,11 +110,11 @@ func BenchmarkAccept(b *testing.B) {
 		run  func(*testing.B, http.Handler, string, string, int)
 	}{{"http", runHTTP}, {"direct", runDirect}} {
 		b.Run(transport.name+"/baseline=plain", func(b *testing.B) {
-			accepted := capture(newBenchMiddleware(b, benchConfig(), fastApp()), httptest.NewRequest("GET", "/reports/7", nil))
-			transport.run(b, accepted.plain(), "GET", "/reports/7", http.StatusAccepted)
+			accepted := benchutil.Capture(newBenchMiddleware(b, benchConfig(), benchutil.Reports(nil)), httptest.NewRequest("GET", "/reports/7", nil))
+			transport.run(b, accepted.Plain(), "GET", "/reports/7", http.StatusAccepted)
 		})
 		b.Run(transport.name+"/memory", func(b *testing.B) {
-			transport.run(b, newBenchMiddleware(b, benchConfig(), fastApp()), "GET", "/reports/7", http.StatusAccepted)
+			transport.run(b, newBenchMiddleware(b, benchConfig(), benchutil.Reports(nil)), "GET", "/reports/7", http.StatusAccepted)
 		})
 		b.Run(transport.name+"/memory-accept-only", func(b *testing.B) {
 			cfg := benchConfig()
@@ -169,7 +131,7 @@ func BenchmarkAccept(b *testing.B) {
 // fetching its stored response, each against a plain handler writing the
 // same bytes. Goal: ≥ 0.8× the baseline.
 func BenchmarkPoll(b *testing.B) {
-	h := newBenchMiddleware(b, asyncreply.Config{Inline: true}, fastApp())
+	h := newBenchMiddleware(b, asyncreply.Config{Inline: true}, benchutil.Reports(nil))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/reports/7", nil))
 	monitor := strings.TrimPrefix(rec.Header().Get("Location"), "http://example.com")
@@ -185,7 +147,7 @@ func BenchmarkPoll(b *testing.B) {
 			run  func(*testing.B, http.Handler, string, string, int)
 		}{{"http", runHTTP}, {"direct", runDirect}} {
 			b.Run(resource.name+"/"+transport.name+"/baseline=plain", func(b *testing.B) {
-				transport.run(b, capture(h, httptest.NewRequest("GET", resource.path, nil)).plain(), "GET", resource.path, resource.status)
+				transport.run(b, benchutil.Capture(h, httptest.NewRequest("GET", resource.path, nil)).Plain(), "GET", resource.path, resource.status)
 			})
 			b.Run(resource.name+"/"+transport.name+"/memory", func(b *testing.B) {
 				transport.run(b, h, "GET", resource.path, resource.status)
@@ -198,33 +160,13 @@ func BenchmarkPoll(b *testing.B) {
 // kept by the memory backend, at 100,000 operations, beyond the bytes of
 // its stored response body. Goal: under 1 KiB.
 func BenchmarkRetainedMemory(b *testing.B) {
-	const operations = 100_000
 	body := bytes.Repeat([]byte("x"), 64)
-	app := asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write(body)
-	}))
 	for range b.N {
-		backend := memory.New(memory.Config{})
-		h := newBenchMiddleware(b, asyncreply.Config{Inline: true, Backend: backend}, app)
-		req := httptest.NewRequest("GET", "/reports/7", nil)
-		req.Header.Set("Authorization", "Bearer a-typical-credential-of-some-length")
-		req.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36")
-		before := heapInUse()
-		for range operations {
-			h.ServeHTTP(httptest.NewRecorder(), req)
+		perOperation, err := benchutil.RetainedBytes(100_000, body)
+		if err != nil {
+			b.Fatal(err)
 		}
-		after := heapInUse()
-		perOperation := float64(after-before) / operations
 		b.ReportMetric(perOperation, "B/operation")
 		b.ReportMetric(perOperation-float64(len(body)), "B/operation-beyond-body")
-		runtime.KeepAlive(backend)
 	}
-}
-
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
 }

@@ -2,108 +2,26 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"io"
 	"log/slog"
 	"net/http"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/asyncreply/asyncreply/backend/postgres"
 	"github.com/asyncreply/asyncreply/internal/benchutil"
 	"github.com/asyncreply/asyncreply/internal/testdb"
 )
 
-// byHandArgs is the job a user writing the pattern by hand with River would
-// insert beside their own row.
-type byHandArgs struct {
-	RequestID string `json:"request_id"`
-}
-
-func (byHandArgs) Kind() string { return "report_by_hand" }
-
-// byHandWorker stores its result in the request's row, as a user's worker
-// would for pollers to find.
-type byHandWorker struct {
-	river.WorkerDefaults[byHandArgs]
-	pool  *pgxpool.Pool
-	table string
-}
-
-func (w *byHandWorker) Work(ctx context.Context, job *river.Job[byHandArgs]) error {
-	_, err := w.pool.Exec(ctx, "UPDATE "+w.table+" SET result = $2, finished_at = $3 WHERE id = $1",
-		job.Args.RequestID, []byte("report 7"), time.Now())
-	return err
-}
-
-// byHand is the baseline: what a user would write by hand with River —
-// insert a row and a job in one transaction, answer 202 — and, when execute
-// is set, a River client whose worker stores each result in its row.
+// byHand is the baseline: River used by hand (benchutil.RiverByHand), its
+// workers stopped when the benchmark ends.
 func byHand(b *testing.B, pool *pgxpool.Pool, schema string, execute bool) http.Handler {
-	ctx := context.Background()
-	if err := postgres.Migrate(ctx, pool, schema); err != nil { // River's tables
-		b.Fatal(err)
-	}
-	table := pgx.Identifier{schema, "report_request"}.Sanitize()
-	if _, err := pool.Exec(ctx, "CREATE TABLE "+table+` (id text PRIMARY KEY, request bytea NOT NULL,
-		result bytea, created_at timestamptz NOT NULL, finished_at timestamptz)`); err != nil {
-		b.Fatal(err)
-	}
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &byHandWorker{pool: pool, table: table})
-	riverConfig := &river.Config{Workers: workers, Schema: schema, Logger: slog.New(slog.DiscardHandler)}
-	if execute {
-		riverConfig.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 100}}
-	}
-	client, err := river.NewClient(riverpgxv5.New(pool), riverConfig)
+	h, err := benchutil.NewRiverByHand(context.Background(), pool, schema, execute)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if execute {
-		if err := client.Start(ctx); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { client.Stop(context.Background()) })
-	}
-	request := make([]byte, 300) // about what asyncreply records of a small GET
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := asyncreplyStyleID()
-		tx, err := pool.Begin(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		defer tx.Rollback(context.Background())
-		if _, err := tx.Exec(r.Context(), "INSERT INTO "+table+" (id, request, created_at) VALUES ($1, $2, $3)", id, request, time.Now()); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if _, err := client.InsertTx(r.Context(), tx, byHandArgs{RequestID: id}, nil); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		if err := tx.Commit(r.Context()); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Location", "/operations/"+id)
-		w.Header().Set("Retry-After", "1")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusAccepted)
-		io.WriteString(w, `{"id":"`+id+`","status":"NotStarted"}`)
-	})
-}
-
-func asyncreplyStyleID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	b.Cleanup(func() { h.Stop(context.Background()) })
+	return h
 }
 
 // BenchmarkAccept compares accepting on PostgreSQL with the hand-written
@@ -145,7 +63,7 @@ func BenchmarkNotificationLatency(b *testing.B) {
 		b.Cleanup(func() { be.Stop(context.Background()) })
 		return be
 	}
-	benchutil.NotificationLatency(b, newBackend(), newBackend(), asyncreplyStyleID)
+	benchutil.NotificationLatency(b, newBackend(), newBackend())
 }
 
 // newAsyncreply serves the benchmark application on a PostgreSQL backend of

@@ -34,10 +34,10 @@ func BenchmarkAccept(b *testing.B) {
 func BenchmarkNotificationLatency(b *testing.B) {
 	b.Run("same-process", func(b *testing.B) {
 		be := newBackend(b, newPath(b))
-		benchutil.NotificationLatency(b, be, be, newID)
+		benchutil.NotificationLatency(b, be, be)
 	})
 	b.Run("other-process", func(b *testing.B) {
 		path := newPath(b)
-		benchutil.NotificationLatency(b, newBackend(b, path), newBackend(b, path), newID)
+		benchutil.NotificationLatency(b, newBackend(b, path), newBackend(b, path))
 	})
 }

@@ -1,15 +1,20 @@
-// Package benchutil holds what the backends' benchmarks share: the
-// application they accept for, the HTTP load that measures accepting, an
-// accept-only backend, and percentile reporting.
+// Package benchutil holds what the benchmarks share, the Go benchmarks
+// beside the code and the load harness in bench alike: the application
+// they accept for, the baselines they are judged against (a plain handler
+// replaying recorded bytes, a hand-written River handler), an accept-only
+// backend, the measure of retained memory, and percentile reporting.
 package benchutil
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,19 +32,48 @@ type AcceptOnly struct{ backend.Backend }
 // Start implements backend.Backend by executing nothing.
 func (AcceptOnly) Start(context.Context, backend.ExecuteFunc) error { return nil }
 
-// App serves be through asyncreply: GET /reports/{id} is asynchronous and
-// fast, so that what is measured is asyncreply and its backend.
+// Reports is the application the benchmarks accept for: GET /reports/{id}
+// is asynchronous and fast, so that what is measured is asyncreply and its
+// backend. When executed is not nil, it counts the replays run.
+func Reports(executed *atomic.Int64) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if executed != nil {
+			executed.Add(1)
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "report "+r.PathValue("id"))
+	})))
+	return mux
+}
+
+// Serve wraps app in asyncreply configured by cfg, logging nowhere. The
+// caller calls shutdown when done with the handler.
+func Serve(cfg asyncreply.Config, app http.Handler) (h http.Handler, shutdown func(), err error) {
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	ar, err := asyncreply.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ar.Handler(app), func() { ar.Shutdown(context.Background()) }, nil
+}
+
+// App serves Reports through asyncreply on be, with encryption at rest.
 func App(b *testing.B, be backend.Backend) http.Handler {
-	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Key: Key, Logger: slog.New(slog.DiscardHandler)})
+	h, shutdown, err := Serve(asyncreply.Config{Backend: be, Key: Key}, Reports(nil))
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { ar.Shutdown(context.Background()) })
-	mux := http.NewServeMux()
-	mux.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "report "+r.PathValue("id"))
-	})))
-	return ar.Handler(mux)
+	b.Cleanup(shutdown)
+	return h
+}
+
+// NewID returns an operation ID as asyncreply makes them: 128 random bits,
+// base64url.
+func NewID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // RunAccept measures GET /reports/7 on h over loopback HTTP, with enough
@@ -85,13 +119,13 @@ func ReportPercentiles(b *testing.B, latencies []time.Duration) {
 // NotificationLatency measures, b.N times, the time from the start of
 // completer.Complete to the wake-up of a watcher on watcher, for an
 // operation created on completer, and reports its percentiles.
-func NotificationLatency(b *testing.B, watcher, completer backend.Backend, newID func() string) {
+func NotificationLatency(b *testing.B, watcher, completer backend.Backend) {
 	ctx := context.Background()
 	latencies := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		id := newID()
+		id := NewID()
 		if _, _, err := completer.Create(ctx, &backend.Operation{ID: id, Retention: time.Hour, CreatedAt: time.Now()}); err != nil {
 			b.Fatal(err)
 		}

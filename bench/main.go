@@ -1,0 +1,170 @@
+// Command bench is asyncreply's load harness. It measures every scenario
+// beside its baseline in the same run, on loopback, with servers in this
+// process, and writes the results as Markdown:
+//
+//	go run ./bench                                      # every scenario; writes bench/RESULTS.md
+//	go run ./bench -scenarios accept,poll -out some.md  # some of them
+//	go run ./bench -smoke                               # all of them, tiny, into a temporary file
+//
+// The results file's generated part is replaced as a whole, so a run of
+// some scenarios writes only those: give it a file of its own with -out.
+//
+// PostgreSQL scenarios run against TEST_DATABASE_URL (or the usual local
+// server), in schemas of their own dropped at the end; without a server
+// they are left out. Every scenario stops by itself, bounded in time and
+// in requests.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/asyncreply/asyncreply/internal/testdb"
+)
+
+// scenario is one measured comparison, named for -scenarios.
+type scenario struct {
+	name string
+	run  func(context.Context, *env) (section, error)
+}
+
+var scenarios = []scenario{
+	{"accept", acceptScenario},
+	{"poll", pollScenario},
+	{"notify", notifyScenario},
+	{"gateway", gatewayScenario},
+	{"capacity", capacityScenario},
+	{"retention", retentionScenario},
+}
+
+func scenarioNames() []string {
+	var names []string
+	for _, s := range scenarios {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+func main() {
+	if err := mainErr(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func mainErr(args []string) error {
+	flags := flag.NewFlagSet("bench", flag.ContinueOnError)
+	full := fullOptions()
+	var (
+		smoke     = flags.Bool("smoke", false, "run every scenario tiny, to check the harness, and write to a temporary file unless -out is given")
+		out       = flags.String("out", "bench/RESULTS.md", "the results file; its generated part is replaced, the rest kept")
+		names     = flags.String("scenarios", strings.Join(scenarioNames(), ","), "the scenarios to run, comma-separated")
+		duration  = flags.Duration("duration", full.duration, "how long each target is measured")
+		rounds    = flags.Int("rounds", full.rounds, "turns a subject and its baseline take, alternating, within -duration")
+		clients   = flags.Int("clients", full.clients, "clients of a closed loop")
+		postgres  = flags.String("postgres", testdb.URL(), "PostgreSQL URL; empty leaves PostgreSQL out")
+		capacity  = flags.Int("capacity", full.capacity, "slow operations in flight at once")
+		retained  = flags.Int("retained", full.retained, "operations retained, and swept, per backend")
+		completes = flags.Int("notifications", full.notifications, "completions measured per backend and transport")
+	)
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	opts := full
+	if *smoke {
+		opts = smokeOptions()
+	}
+	// Flags given override the smoke sizes as well as the full ones.
+	if set["duration"] || !*smoke {
+		opts.duration = *duration
+	}
+	if set["rounds"] || !*smoke {
+		opts.rounds = *rounds
+	}
+	if set["clients"] || !*smoke {
+		opts.clients = *clients
+	}
+	if set["capacity"] || !*smoke {
+		opts.capacity = *capacity
+	}
+	if set["retained"] || !*smoke {
+		opts.retained = *retained
+	}
+	if set["notifications"] || !*smoke {
+		opts.notifications = *completes
+	}
+	opts.postgres = *postgres
+	opts.scenarios = strings.Split(*names, ",")
+
+	path := *out
+	if *smoke && !set["out"] {
+		f, err := os.CreateTemp("", "asyncreply-bench-*.md")
+		if err != nil {
+			return err
+		}
+		f.Close()
+		path = f.Name()
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	started := time.Now()
+	_, generated, err := run(ctx, opts, "go run ./bench "+strings.Join(args, " "), os.Stderr)
+	if err != nil {
+		return err
+	}
+	if err := writeResults(path, generated); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s in %v\n", path, time.Since(started).Round(time.Second))
+	return nil
+}
+
+// run runs the scenarios opts names and returns their sections and the
+// generated results. PostgreSQL left unreachable is reported on progress,
+// and left out.
+func run(ctx context.Context, opts options, command string, progress io.Writer) ([]section, []byte, error) {
+	for _, name := range opts.scenarios {
+		if !slices.Contains(scenarioNames(), name) {
+			return nil, nil, fmt.Errorf("unknown scenario %q: choose among %s", name, strings.Join(scenarioNames(), ", "))
+		}
+	}
+	started := time.Now()
+	e, err := newEnv(ctx, opts)
+	if err != nil && opts.postgres != "" {
+		fmt.Fprintf(progress, "bench: leaving PostgreSQL out: %v\n", err)
+		opts.postgres = ""
+		e, err = newEnv(ctx, opts)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer e.close()
+
+	var sections []section
+	for _, sc := range scenarios {
+		if !slices.Contains(opts.scenarios, sc.name) {
+			continue
+		}
+		begun := time.Now()
+		fmt.Fprintf(progress, "bench: %s…\n", sc.name)
+		s, err := sc.run(ctx, e)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", sc.name, err)
+		}
+		fmt.Fprintf(progress, "bench: %s done in %v\n", sc.name, time.Since(begun).Round(time.Millisecond))
+		sections = append(sections, s)
+	}
+	generated := results(sections, machine(ctx, e), strings.TrimSpace(command), opts.rounds, started, time.Since(started))
+	return sections, generated, e.close()
+}
