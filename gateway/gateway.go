@@ -225,7 +225,10 @@ func New(cfg Config) (*Gateway, error) {
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       g.rewrite,
 		Transport:     cfg.Transport,
-		FlushInterval: -1, // streamed responses and server-sent events reach the client as written
+		// The default: a response of known length is written as buffers
+		// fill, while server-sent events and responses of unknown length —
+		// streams — are flushed as each write arrives.
+		FlushInterval: 0,
 		ErrorHandler:  g.proxyError,
 		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}

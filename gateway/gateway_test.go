@@ -241,34 +241,40 @@ func TestTrustedProxyForwardedHeadersArePassedOn(t *testing.T) {
 
 func TestStreamedResponsePassesThroughIncrementally(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, "data: first\n\n")
-		http.NewResponseController(w).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, "data: second\n\n")
-	})
-	b := setup(t, upstream, gateway.Config{Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
+	// Server-sent events, and any response of unknown length: a stream.
+	for _, contentType := range []string{"text/event-stream", "text/plain"} {
+		t.Run(contentType, func(t *testing.T) {
+			t.Parallel()
+			release := make(chan struct{})
+			upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", contentType)
+				io.WriteString(w, "data: first\n\n")
+				http.NewResponseController(w).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+				io.WriteString(w, "data: second\n\n")
+			})
+			b := setup(t, upstream, gateway.Config{Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
 
-	resp, err := b.client.Get(b.gateway.URL + "/events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := bufio.NewReader(resp.Body)
-	line, err := r.ReadString('\n') // arrives while the upstream is still blocked
-	if err != nil || line != "data: first\n" {
-		t.Fatalf("first line: %q, %v", line, err)
-	}
-	close(release)
-	rest, err := io.ReadAll(r)
-	if err != nil || string(rest) != "\ndata: second\n\n" {
-		t.Errorf("rest: %q, %v", rest, err)
+			resp, err := b.client.Get(b.gateway.URL + "/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			r := bufio.NewReader(resp.Body)
+			line, err := r.ReadString('\n') // arrives while the upstream is still blocked
+			if err != nil || line != "data: first\n" {
+				t.Fatalf("first line: %q, %v", line, err)
+			}
+			close(release)
+			rest, err := io.ReadAll(r)
+			if err != nil || string(rest) != "\ndata: second\n\n" {
+				t.Errorf("rest: %q, %v", rest, err)
+			}
+		})
 	}
 }
 
