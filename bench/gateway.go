@@ -11,6 +11,7 @@ import (
 
 	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/gateway"
+	"github.com/asyncreply/asyncreply/internal/benchutil"
 )
 
 // gatewayScenario: the gateway passing a request through, and accepting
@@ -24,7 +25,9 @@ body. "ReverseProxy" is httputil.ReverseProxy alone, its transport
 keeping 256 idle connections to the upstream. The gateway proxies
 GET /fast unchanged ("pass-through") and makes GET /slow/{id}
 asynchronous ("accept", memory backend, each operation replayed to the
-upstream, the run ending once all are).`,
+upstream, the run ending once all are); "accept only" is a gateway whose
+backend executes nothing, as beside separate workers: the accept path
+alone.`,
 	}
 	var stops stack
 	defer stops.run()
@@ -70,12 +73,27 @@ upstream, the run ending once all are).`,
 	}
 	gatewaySrv := httptest.NewServer(g.Handler())
 	stops.push(func() { gatewaySrv.Close(); g.Shutdown(context.Background()) })
+	// The accept path alone, as a gateway beside separate workers: its
+	// backend executes nothing.
+	acceptOnly, err := gateway.New(gateway.Config{
+		Upstream: upstreamSrv.URL,
+		Async:    []gateway.Route{{Pattern: "GET /slow/{id}"}},
+		Backend:  benchutil.AcceptOnly{Backend: memory.New(memory.Config{})},
+		Logger:   quiet,
+	})
+	if err != nil {
+		return s, err
+	}
+	acceptOnlySrv := httptest.NewServer(acceptOnly.Handler())
+	stops.push(func() { acceptOnlySrv.Close(); acceptOnly.Shutdown(context.Background()) })
 
 	reverseProxy := target{name: "ReverseProxy, pass-through", url: proxy.URL + "/fast", want: http.StatusOK}
 	tbl, closed, err := e.compare(ctx, []comparison{
 		{subject: target{name: "gateway, pass-through", url: gatewaySrv.URL + "/fast", want: http.StatusOK}, baseline: reverseProxy, open: true},
 		{subject: target{name: "gateway, accept", url: gatewaySrv.URL + "/slow/7", want: http.StatusAccepted,
 			settle: waitExecuted(replayed.Load)}, baseline: reverseProxy, open: true},
+		{subject: target{name: "gateway, accept only", url: acceptOnlySrv.URL + "/slow/7", want: http.StatusAccepted},
+			baseline: reverseProxy},
 	})
 	if err != nil {
 		return s, err
