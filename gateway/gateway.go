@@ -223,8 +223,8 @@ func New(cfg Config) (*Gateway, error) {
 		ownerFunc = g.owner.principal
 	}
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:       g.rewrite,
-		Transport:     cfg.Transport,
+		Rewrite:   g.rewrite,
+		Transport: cfg.Transport,
 		// The default: a response of known length is written as buffers
 		// fill, while server-sent events and responses of unknown length —
 		// streams — are flushed as each write arrives.
