@@ -24,7 +24,7 @@ const (
 	DefaultMaxWait          = 60 * time.Second
 	DefaultMaxRequestBytes  = 10 << 20
 	DefaultMaxResponseBytes = 32 << 20
-	DefaultSweepInterval    = 1 * time.Minute
+	DefaultSweepInterval    = 15 * time.Second
 )
 
 // Backend stores and executes operations. It is an alias of backend.Backend so
@@ -115,8 +115,10 @@ type Config struct {
 	// process executes operations too.
 	AcceptOnly bool
 
-	// SweepInterval is how often expired operations are deleted. Defaults to
-	// DefaultSweepInterval.
+	// SweepInterval is how often expired operations are deleted, and a
+	// durable backend's operations whose process died are given to another:
+	// it bounds, with the backend's heartbeat, how soon they run again.
+	// Defaults to DefaultSweepInterval.
 	SweepInterval time.Duration
 
 	// Logger receives structured logs. Recorded credentials never reach it.

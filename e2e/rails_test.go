@@ -62,8 +62,8 @@ const answerLimit = time.Minute
 // restartLimit bounds how long an operation may take to complete after a
 // gateway was killed: one that was running when it died is replayed once the
 // dead process has been silent for six heartbeats (30 s by default), at the
-// restarted gateway's next sweep (every minute).
-const restartLimit = 3 * time.Minute
+// restarted gateway's next sweep (every 15 s).
+const restartLimit = 2 * time.Minute
 
 // asyncRoute is the Rails app's slow action, made asynchronous.
 const asyncRoute = "GET /reports/{id}"
