@@ -466,7 +466,7 @@ func (c *command) parse(args []string, getenv func(string) string) error {
 			}
 		}
 		if r, ok := f.Value.(repeatable); ok {
-			r.fromEnvironment()
+			r.layerEnded()
 		}
 	}
 	if len(errs) > 0 {
@@ -485,13 +485,41 @@ func (c *command) parse(args []string, getenv func(string) string) error {
 	return nil
 }
 
-// repeatable is a flag that may be given several times. Values from the
-// environment are replaced, not extended, by the command line's.
+// repeatable is a flag that may be given several times. The values of one
+// layer — the config file, then the environment, then the command line —
+// replace the lower layer's rather than extend them.
 type repeatable interface {
 	flag.Value
-	// fromEnvironment marks the values set so far as the environment's: the
-	// next Set starts afresh.
-	fromEnvironment()
+	// layerEnded marks the values set so far as a lower layer's: the next
+	// Set starts afresh.
+	layerEnded()
+}
+
+// list holds the values of a repeatable flag.
+type list[T any] struct {
+	values  []T
+	replace bool // the values are a lower layer's: the next add starts afresh
+}
+
+func (l *list[T]) add(v T) {
+	if l.replace {
+		l.values, l.replace = nil, false
+	}
+	l.values = append(l.values, v)
+}
+
+func (l *list[T]) layerEnded() { l.replace = true }
+
+// join formats the values for --help and errors.
+func (l *list[T]) join(format func(T) string) string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(l.values))
+	for i, v := range l.values {
+		s[i] = format(v)
+	}
+	return strings.Join(s, envSeparator)
 }
 
 // keyFlag is an AES-256 key, given as 64 hex digits or as base64.
@@ -520,20 +548,13 @@ func (k *keyFlag) Set(v string) error {
 }
 
 // prefixList is a repeatable CIDR flag.
-type prefixList struct {
-	values  []netip.Prefix
-	replace bool
-}
+type prefixList struct{ list[netip.Prefix] }
 
 func (l *prefixList) String() string {
 	if l == nil {
 		return ""
 	}
-	s := make([]string, len(l.values))
-	for i, p := range l.values {
-		s[i] = p.String()
-	}
-	return strings.Join(s, envSeparator)
+	return l.join(netip.Prefix.String)
 }
 
 func (l *prefixList) Set(v string) error {
@@ -545,11 +566,6 @@ func (l *prefixList) Set(v string) error {
 		}
 		p = netip.PrefixFrom(addr, addr.BitLen())
 	}
-	if l.replace {
-		l.values, l.replace = nil, false
-	}
-	l.values = append(l.values, p.Masked())
+	l.add(p.Masked())
 	return nil
 }
-
-func (l *prefixList) fromEnvironment() { l.replace = true }

@@ -42,10 +42,10 @@ func TestParseGatewayFlags(t *testing.T) {
 	}
 	want := &gatewayOptions{
 		listen: "0.0.0.0:9000", upstream: "http://127.0.0.1:3000",
-		async: routeList{values: routes("GET /reports/{id}", "POST /exports")},
+		async: asyncFlag("GET /reports/{id}", "POST /exports"),
 		wait:  2 * time.Second, backend: "memory:", concurrency: 3, prefix: "/ops/",
 		retention: time.Hour, timeout: 5 * time.Minute, publicURL: "https://app.example",
-		trustedProxies: prefixList{values: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")}},
+		trustedProxies: prefixList{list[netip.Prefix]{values: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")}}},
 		owner:          "upstream:/whoami",
 		key:            keyFlag{bytes.Repeat([]byte{0xab}, 32)},
 	}

@@ -122,7 +122,7 @@ func (c *command) applySetting(name string, value *yaml.Node) error {
 				return fmt.Errorf("line %d: %w", item.Line, err)
 			}
 		}
-		r.fromEnvironment() // the environment and the command line replace the file's list
+		r.layerEnded() // the environment and the command line replace the file's list
 		return nil
 	default:
 		return errors.New("want a value or a list of values")
@@ -142,20 +142,13 @@ func first[T, U any](t T, _ U) T { return t }
 
 // routeList is the repeatable --async flag: patterns on the command line,
 // patterns or mappings with per-route settings in a config file.
-type routeList struct {
-	values  []gateway.Route
-	replace bool
-}
+type routeList struct{ list[gateway.Route] }
 
 func (l *routeList) String() string {
 	if l == nil {
 		return ""
 	}
-	s := make([]string, len(l.values))
-	for i, r := range l.values {
-		s[i] = r.Pattern
-	}
-	return strings.Join(s, envSeparator)
+	return l.join(func(r gateway.Route) string { return r.Pattern })
 }
 
 func (l *routeList) Set(pattern string) error {
@@ -165,15 +158,6 @@ func (l *routeList) Set(pattern string) error {
 	l.add(gateway.Route{Pattern: pattern})
 	return nil
 }
-
-func (l *routeList) add(r gateway.Route) {
-	if l.replace {
-		l.values, l.replace = nil, false
-	}
-	l.values = append(l.values, r)
-}
-
-func (l *routeList) fromEnvironment() { l.replace = true }
 
 // setMapping adds a route given as {pattern, wait, timeout, retention}.
 func (l *routeList) setMapping(n *yaml.Node) error {

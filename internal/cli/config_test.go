@@ -168,3 +168,8 @@ func TestReadmeConfigFiles(t *testing.T) {
 		}
 	}
 }
+
+// asyncFlag is the --async flag holding patterns.
+func asyncFlag(patterns ...string) routeList {
+	return routeList{list[gateway.Route]{values: routes(patterns...)}}
+}

@@ -68,7 +68,7 @@ func runDemo(ctx context.Context, o *demoOptions, stdout, stderr io.Writer) int 
 
 	gw, err := newGateway(ctx, &gatewayOptions{
 		upstream:    "http://" + appListener.Addr().String(),
-		async:       routeList{values: []gateway.Route{{Pattern: "GET /reports/{id}"}}},
+		async:       routeList{list[gateway.Route]{values: []gateway.Route{{Pattern: "GET /reports/{id}"}}}},
 		backend:     "sqlite://" + filepath.Join(dir, "asyncreply.db"),
 		concurrency: gateway.DefaultConcurrency,
 		key:         keyFlag{demoKey()},
