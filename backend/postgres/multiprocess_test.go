@@ -18,7 +18,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/asyncreply/asyncreply"
-	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/postgres"
 	"github.com/asyncreply/asyncreply/internal/benchutil"
 	"github.com/asyncreply/asyncreply/internal/testdb"
@@ -64,11 +63,10 @@ func runRole(role string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	var be backend.Backend = pg
-	if role == roleAccept {
-		be = benchutil.AcceptOnly{Backend: pg}
-	}
-	ar, err := asyncreply.New(asyncreply.Config{Backend: be, Logger: logger, Key: benchutil.Key, SweepInterval: heartbeat})
+	ar, err := asyncreply.New(asyncreply.Config{
+		Backend: pg, Logger: logger, Key: benchutil.Key, SweepInterval: heartbeat,
+		AcceptOnly: role == roleAccept, // as a web process beside separate workers
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
