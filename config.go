@@ -25,6 +25,14 @@ const (
 	DefaultMaxRequestBytes  = 10 << 20
 	DefaultMaxResponseBytes = 32 << 20
 	DefaultSweepInterval    = 15 * time.Second
+
+	// DefaultMaxWatches bounds the long-polls and event streams open at
+	// once: each holds a connection, a goroutine and a backend watch,
+	// about 20 KB in all, so the default holds under 100 MB.
+	DefaultMaxWatches = 4096
+	// DefaultMaxWatchesPerOwner is more than a browser opens to one origin
+	// over HTTP/1.1 (6) across many tabs, and than an API client needs.
+	DefaultMaxWatchesPerOwner = 64
 )
 
 // Backend stores and executes operations. It is an alias of backend.Backend so
@@ -64,6 +72,19 @@ type Config struct {
 	// submit and on long-polls. Defaults to DefaultMaxWait.
 	MaxWait time.Duration
 
+	// MaxWatches bounds the requests waiting for an operation to change at
+	// once: long-polls (Prefer: wait=N on a poll) and event streams. Past
+	// it they are answered 503 with Retry-After, while polls that do not
+	// wait, submits and health checks go on answering; a submit that asked
+	// to wait is answered 202 at once. Defaults to DefaultMaxWatches.
+	MaxWatches int
+
+	// MaxWatchesPerOwner bounds the same for one owner, when operations
+	// are owner-bound (Config.Owner); past it that owner's long-polls and
+	// event streams are answered 429 with Retry-After. Defaults to
+	// DefaultMaxWatchesPerOwner.
+	MaxWatchesPerOwner int
+
 	// RetryAfter is the delay suggested to pollers in Retry-After (rounded up
 	// to whole seconds) and used by the waiting page's refresh. Defaults to
 	// DefaultRetryAfter.
@@ -100,10 +121,12 @@ type Config struct {
 	Key []byte
 
 	// Inline executes each operation inside the request that submits it, then
-	// answers exactly as the asynchronous mode would (202 and the same monitor
-	// URLs, with the operation already finished). Use it in development and
-	// tests; switching it off changes nothing a client sees but timing.
-	// Defaults to false.
+	// answers as the asynchronous mode's first poll would, with the same
+	// monitor URLs: 303 See Other to the operation's response (or the
+	// failure a synchronous caller would have seen), and 202 with the
+	// finished operation when the client sent Prefer: respond-async. Use it
+	// in development and tests; a client that follows the protocol sees no
+	// difference but timing when it is switched off. Defaults to false.
 	Inline bool
 
 	// AcceptOnly accepts operations and serves their monitor URLs, but
@@ -156,6 +179,9 @@ func (cfg Config) withDefaults() (Config, error) {
 			errs = append(errs, fmt.Errorf("%s must not be negative, got %s", field.name, field.d))
 		}
 	}
+	if cfg.MaxWatches < 0 || cfg.MaxWatchesPerOwner < 0 {
+		errs = append(errs, errors.New("MaxWatches and MaxWatchesPerOwner must not be negative"))
+	}
 	if cfg.MaxRequestBytes < 0 || cfg.MaxResponseBytes < 0 {
 		errs = append(errs, errors.New("MaxRequestBytes and MaxResponseBytes must not be negative"))
 	}
@@ -181,6 +207,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.MaxRequestBytes = cmp.Or(cfg.MaxRequestBytes, DefaultMaxRequestBytes)
 	cfg.MaxResponseBytes = cmp.Or(cfg.MaxResponseBytes, DefaultMaxResponseBytes)
 	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, DefaultSweepInterval)
+	cfg.MaxWatches = cmp.Or(cfg.MaxWatches, DefaultMaxWatches)
+	cfg.MaxWatchesPerOwner = cmp.Or(cfg.MaxWatchesPerOwner, DefaultMaxWatchesPerOwner)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

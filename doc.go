@@ -35,11 +35,20 @@
 // application/problem+json) once it failed. A client that follows redirects
 // and polls while it sees 202 ends with exactly the synchronous response.
 //
+// The 202 also carries Operation-Location: Location+"/status", a monitor
+// that answers 200 and the status document whatever the state and never
+// redirects — its resourceLocation names the response once the operation
+// succeeded — for pollers, such as Azure's SDKs, that read a 303 after a
+// GET as a failure.
+//
 // Clients may send Prefer: respond-async, Prefer: wait=N (on submit, answer
 // directly if ready within N seconds; on a poll, long-poll up to N seconds)
-// and Idempotency-Key. DELETE on the monitor URL cancels the operation and
-// forgets it; Location+"/events" streams the status document as
-// Server-Sent Events.
+// and Idempotency-Key (scoped by owner, or without Config.Owner by the
+// request's cookies and Authorization). DELETE on the monitor URL cancels
+// the operation and forgets it; Location+"/events" streams the status
+// document as Server-Sent Events. Long-polls and event streams are bounded
+// in number (Config.MaxWatches, Config.MaxWatchesPerOwner); past the bound
+// they are answered 503 or 429 with Retry-After.
 //
 // # Backends
 //

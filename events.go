@@ -28,6 +28,11 @@ func (m *Middleware) serveEvents(w http.ResponseWriter, r *http.Request, id stri
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	release, ok := m.openWatch(w, op.Owner)
+	if !ok {
+		return
+	}
+	defer release()
 	changes, stop, err := m.cfg.Backend.Watch(r.Context(), id)
 	if err != nil {
 		m.cfg.Logger.Error("asyncreply: watching an operation failed", "operation", id, "error", err)

@@ -130,9 +130,10 @@ func ExampleReportProgress() {
 	// 200 imported
 }
 
-// Inline runs each operation inside the request that submits it, and still
-// answers with the same 202 and monitor URLs: in development and tests, no
-// worker is needed, and clients see no difference but timing.
+// Inline runs each operation inside the request that submits it, and
+// answers as the asynchronous mode's first poll would, with the same URLs:
+// a redirect to the response. In development and tests no worker is needed,
+// and a client that follows the protocol sees no difference but timing.
 func ExampleConfig_inline() {
 	mux := http.NewServeMux()
 	mux.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -145,13 +146,12 @@ func ExampleConfig_inline() {
 	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, _ := noRedirects.Get(srv.URL + "/reports/7")
 	resp.Body.Close()
-	fmt.Println(resp.StatusCode)
-	poll, _ := noRedirects.Get(resp.Header.Get("Location")) // already finished
-	poll.Body.Close()
-	fmt.Println(poll.StatusCode, strings.HasSuffix(poll.Header.Get("Location"), "/response"))
-	fmt.Println(pollUntilDone(resp.Header.Get("Location")))
+	fmt.Println(resp.StatusCode, strings.HasSuffix(resp.Header.Get("Location"), "/response"))
+	answer, _ := http.Get(srv.URL + "/reports/8") // a client that follows redirects
+	body, _ := io.ReadAll(answer.Body)
+	answer.Body.Close()
+	fmt.Println(answer.StatusCode, string(body))
 	// Output:
-	// 202
 	// 303 true
-	// 200 report 7
+	// 200 report 8
 }

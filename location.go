@@ -14,6 +14,9 @@ type monitorURLs struct {
 	Events   string `json:"events"`
 }
 
+// status is the operation's Operation-Location monitor.
+func (u monitorURLs) status() string { return u.Self + "/status" }
+
 func (m *Middleware) monitorURLs(r *http.Request, id string) monitorURLs {
 	self := m.origin(r) + m.cfg.Prefix + id
 	return monitorURLs{Self: self, Response: self + "/response", Events: self + "/events"}
@@ -27,7 +30,10 @@ func (m *Middleware) monitorPath(id string) string {
 
 // origin is the scheme and host clients reach this server at: PublicURL when
 // configured, else the request's own, corrected by X-Forwarded-Proto and
-// X-Forwarded-Host only when the request comes from a trusted proxy.
+// X-Forwarded-Host only when the request comes from a trusted proxy. It is
+// "" for a request that names no host (HTTP/1.0 allows it): the monitor URLs
+// are then relative to the server's root (the public path then), which any
+// client can resolve against the URL it asked, rather than "http:///…".
 func (m *Middleware) origin(r *http.Request) string {
 	if m.cfg.PublicURL != "" {
 		return m.cfg.PublicURL
@@ -43,6 +49,9 @@ func (m *Middleware) origin(r *http.Request) string {
 		if fwdHost := firstForwarded(r.Header.Get("X-Forwarded-Host")); fwdHost != "" && validHost(fwdHost) {
 			host = fwdHost
 		}
+	}
+	if host == "" {
+		return ""
 	}
 	return scheme + "://" + host
 }

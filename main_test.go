@@ -307,8 +307,9 @@ type statusDoc struct {
 		Percent int    `json:"percent"`
 		Message string `json:"message"`
 	} `json:"progress"`
-	Error *problemDoc `json:"error"`
-	Links struct {
+	Error            *problemDoc `json:"error"`
+	ResourceLocation string      `json:"resourceLocation"`
+	Links            struct {
 		Self     string `json:"self"`
 		Response string `json:"response"`
 		Events   string `json:"events"`

@@ -33,6 +33,7 @@ type Middleware struct {
 	closed  chan struct{} // closed by Shutdown: ends long-polls and event streams
 
 	servers sync.Map // *http.Server → chan struct{} closed when it shuts down
+	watches watches  // long-polls and event streams open
 
 	background sync.WaitGroup // the sweeper and the backend's start-up
 	stopOnce   sync.Once
@@ -66,6 +67,7 @@ func New(cfg Config) (*Middleware, error) {
 		retrySeconds: retrySeconds,
 		retryAfter:   strconv.Itoa(retrySeconds),
 		closed:       make(chan struct{}),
+		watches:      watches{max: cfg.MaxWatches, maxPerOwner: cfg.MaxWatchesPerOwner},
 	}, nil
 }
 

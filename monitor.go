@@ -11,7 +11,8 @@ import (
 )
 
 // serveMonitor serves the monitor resources under Config.Prefix: rest is
-// the path after the prefix, "<id>", "<id>/response" or "<id>/events".
+// the path after the prefix, "<id>", "<id>/response", "<id>/status" or
+// "<id>/events".
 func (m *Middleware) serveMonitor(w http.ResponseWriter, r *http.Request, rest string) {
 	switch rest {
 	case "healthz":
@@ -42,6 +43,12 @@ func (m *Middleware) serveMonitor(w http.ResponseWriter, r *http.Request, rest s
 			return
 		}
 		m.serveResponse(w, r, id)
+	case "status":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeMethodNotAllowed(w, "GET, HEAD")
+			return
+		}
+		m.serveStatus(w, r, id)
 	case "events":
 		if r.Method != http.MethodGet {
 			writeMethodNotAllowed(w, "GET")
@@ -61,13 +68,18 @@ func (m *Middleware) servePoll(w http.ResponseWriter, r *http.Request, id string
 	if !ok {
 		return
 	}
-	if prefs := parsePrefer(r.Header); prefs.hasWait && !op.Status.Done() {
-		if latest, err := m.waitDone(r.Context(), op, min(prefs.wait, m.cfg.MaxWait)); err == nil {
-			op = latest
-		}
-		w.Header().Add("Vary", "Prefer")
+	op, ok = m.longPoll(w, r, op)
+	if !ok {
+		return
 	}
-	links := m.monitorURLs(r, id)
+	m.writePollAnswer(w, r, op)
+}
+
+// writePollAnswer answers with where op stands, as a poll of its monitor URL
+// does: 202 with the monitor URL while it runs, 303 to the response once it
+// succeeded, the failure a synchronous caller would have seen once it failed.
+func (m *Middleware) writePollAnswer(w http.ResponseWriter, r *http.Request, op *backend.Operation) {
+	links := m.monitorURLs(r, op.ID)
 	switch op.Status {
 	case backend.Succeeded:
 		w.Header().Set("Location", links.Response)
@@ -77,8 +89,53 @@ func (m *Middleware) servePoll(w http.ResponseWriter, r *http.Request, id string
 	case backend.Canceled:
 		writeNotFound(w)
 	default:
+		h := w.Header()
+		h.Set("Location", links.Self)
+		h.Set("Operation-Location", links.status())
 		m.writeStatus(w, r, op, links, http.StatusAccepted)
 	}
+}
+
+// longPoll waits, when the poll asks with Prefer: wait=N, up to N seconds
+// (at most MaxWait) for op to finish, and returns its latest state. It
+// answers the poll itself and returns false when no more waits may be open
+// (Config.MaxWatches).
+func (m *Middleware) longPoll(w http.ResponseWriter, r *http.Request, op *backend.Operation) (*backend.Operation, bool) {
+	prefs := parsePrefer(r.Header)
+	if !prefs.hasWait || op.Status.Done() {
+		return op, true
+	}
+	w.Header().Add("Vary", "Prefer")
+	release, ok := m.openWatch(w, op.Owner)
+	if !ok {
+		return op, false
+	}
+	defer release()
+	if latest, err := m.waitDone(r.Context(), op, min(prefs.wait, m.cfg.MaxWait)); err == nil {
+		op = latest
+	}
+	return op, true
+}
+
+// serveStatus answers the Operation-Location monitor: 200 and the status
+// document whatever the operation's state, never a redirect, for the pollers
+// (Azure's SDKs) that read a 303 after a GET as a failure. Prefer: wait=N
+// long-polls as on the monitor URL.
+func (m *Middleware) serveStatus(w http.ResponseWriter, r *http.Request, id string) {
+	op, ok := m.lookup(w, r, id)
+	if !ok {
+		return
+	}
+	op, ok = m.longPoll(w, r, op)
+	if !ok {
+		return
+	}
+	links := m.monitorURLs(r, id)
+	if !op.Status.Done() {
+		w.Header().Set("Retry-After", m.retryAfter)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	m.writeJSONStatus(w, r, op, links, http.StatusOK)
 }
 
 // serveResponse serves the stored response verbatim.
@@ -170,14 +227,7 @@ func (m *Middleware) writeFailure(w http.ResponseWriter, r *http.Request, op *ba
 		w.Header().Set("Expires", expiresHeader(op.ExpiresAt))
 	}
 	if prefersHTML(r) {
-		body := renderWaitingPage(op, m.monitorPath(op.ID), m.retrySeconds)
-		h := w.Header()
-		h.Set("Content-Type", "text/html; charset=utf-8")
-		h.Set("Cache-Control", "no-store")
-		w.WriteHeader(p.Status)
-		if r.Method != http.MethodHead {
-			w.Write(body)
-		}
+		m.writeWaitingPage(w, r, op, p.Status)
 		return
 	}
 	writeProblemDoc(w, p)

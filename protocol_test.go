@@ -243,7 +243,7 @@ func TestPoll(t *testing.T) {
 	}
 	doneDoc := decodeDoc(t, finished)
 	checkKeys(t, "finished status document", objectOf(t, finished.body),
-		"id", "status", "done", "createdAt", "updatedAt", "expiresAt", "progress", "links")
+		"id", "status", "done", "createdAt", "updatedAt", "expiresAt", "progress", "resourceLocation", "links")
 	if doneDoc.Status != "Succeeded" || !doneDoc.Done || doneDoc.ExpiresAt == nil || doneDoc.Links.Response != loc+"/response" {
 		t.Errorf("finished document = %+v, want Succeeded, done, expiresAt and links.response set", doneDoc)
 	}
@@ -834,6 +834,38 @@ func TestIdempotencyKey(t *testing.T) {
 		}
 	})
 
+	t.Run("without an owner, the same key from other credentials is another operation", func(t *testing.T) {
+		t.Parallel()
+		spy := newSpy()
+		b := setup(t, asyncreply.Config{Backend: spy}, route("POST /login", asyncreply.Async(http.HandlerFunc(
+			func(w http.ResponseWriter, r *http.Request) {
+				// The answer carries the caller's own session: handing it to
+				// anyone else who guesses the key would be a takeover.
+				http.SetCookie(w, &http.Cookie{Name: "session", Value: "of-" + r.Header.Get("Authorization")})
+				io.WriteString(w, "welcome")
+			}))))
+
+		alice := []string{"Idempotency-Key", "k-1", "Authorization", "Bearer alice", "Cookie", "theme=dark"}
+		_, first := b.submit(t, http.MethodPost, "/login", `{}`, alice...)
+		_, mallory := b.submit(t, http.MethodPost, "/login", `{}`, "Idempotency-Key", "k-1", "Authorization", "Bearer mallory")
+		if mallory == first {
+			t.Fatalf("a client with other credentials was handed operation %q of the first", first)
+		}
+		if r := b.finish(t, mallory); r.code != http.StatusSeeOther {
+			t.Fatalf("mallory's poll = %s, want 303", r)
+		}
+		if r := b.do(t, http.MethodGet, mallory+"/response", ""); strings.Contains(r.header.Get("Set-Cookie"), "alice") {
+			t.Errorf("mallory's response sets %q", r.header.Get("Set-Cookie"))
+		}
+		_, retry := b.submit(t, http.MethodPost, "/login", `{}`, alice...)
+		if retry != first {
+			t.Errorf("the first client's retry got %q, want its operation %q", retry, first)
+		}
+		if n := spy.createdCount(); n != 2 {
+			t.Errorf("%d operations created, want 2", n)
+		}
+	})
+
 	t.Run("the same key from another owner is another operation", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, asyncreply.Config{Owner: userFromHeader}, route("POST /payments", asyncreply.Async(text("paid"))))
@@ -851,39 +883,63 @@ func TestIdempotencyKey(t *testing.T) {
 
 func TestInline(t *testing.T) {
 	t.Parallel()
-	var ran atomic.Bool
+	var runs atomic.Int32
 	var replayID atomic.Value
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, _ := asyncreply.OperationID(r.Context())
 		replayID.Store(id)
-		ran.Store(true)
+		runs.Add(1)
 		w.Header().Set("X-Mode", "inline")
 		w.WriteHeader(http.StatusCreated)
 		io.WriteString(w, "made inline")
 	})
 	b := setup(t, asyncreply.Config{Inline: true}, route("POST /things", asyncreply.Async(handler)))
 
-	r, loc := b.submit(t, http.MethodPost, "/things", "")
-	if !ran.Load() {
-		t.Fatal("the 202 arrived before the handler ran")
+	// Already finished when answered: a redirect to the response, as its
+	// first poll would answer, rather than a 202 that makes a polite client
+	// wait Retry-After for nothing.
+	r := b.do(t, http.MethodPost, "/things", "")
+	if runs.Load() != 1 {
+		t.Fatalf("handler ran %d times before the answer, want 1", runs.Load())
 	}
-	if !monitorForm.MatchString(loc) {
-		t.Errorf("Location = %q, want the asynchronous mode's form", loc)
+	if r.code != http.StatusSeeOther {
+		t.Fatalf("POST /things = %s, want 303", r)
 	}
-	if r.header.Get("Retry-After") == "" || !headerHas(r.header, "Vary", "Prefer") {
-		t.Errorf("202 headers = %v, want Retry-After and Vary: Prefer as in asynchronous mode", r.header)
+	doc := decodeDoc(t, r)
+	loc := doc.Links.Self
+	if !monitorForm.MatchString(loc) || replayID.Load() != doc.ID || opID(t, loc) != doc.ID {
+		t.Errorf("links.self %q, handler's OperationID %q, document id %q: want the asynchronous mode's monitor URL of one operation", loc, replayID.Load(), doc.ID)
 	}
-	if doc := decodeDoc(t, r); doc.ID != opID(t, loc) || replayID.Load() != doc.ID {
-		t.Errorf("document id %q, handler's OperationID %q, want both the Location's %q", doc.ID, replayID.Load(), opID(t, loc))
+	if got := r.header.Get("Location"); got != loc+"/response" {
+		t.Errorf("303 Location = %q, want %q", got, loc+"/response")
 	}
-
-	first := b.do(t, http.MethodGet, loc, "")
-	if first.code != http.StatusSeeOther || first.header.Get("Location") != loc+"/response" {
-		t.Fatalf("first poll = %s, want 303 to the response", first)
+	if got := r.header.Get("Operation-Location"); got != loc+"/status" {
+		t.Errorf("Operation-Location = %q, want %q", got, loc+"/status")
 	}
-	resp := b.do(t, http.MethodGet, loc+"/response", "")
+	resp := b.do(t, http.MethodGet, r.header.Get("Location"), "")
 	if resp.code != http.StatusCreated || string(resp.body) != "made inline" || resp.header.Get("X-Mode") != "inline" {
 		t.Errorf("response = %s, want the handler's 201", resp)
+	}
+
+	// Prefer: respond-async still gets the 202 of the asynchronous mode.
+	r, loc = b.submit(t, http.MethodPost, "/things", "", "Prefer", "respond-async")
+	if runs.Load() != 2 {
+		t.Fatalf("handler ran %d times, want 2", runs.Load())
+	}
+	if !monitorForm.MatchString(loc) || r.header.Get("Retry-After") == "" || !headerHas(r.header, "Vary", "Prefer") {
+		t.Errorf("202 Location %q, headers %v: want the asynchronous mode's", loc, r.header)
+	}
+	if first := b.do(t, http.MethodGet, loc, ""); first.code != http.StatusSeeOther || first.header.Get("Location") != loc+"/response" {
+		t.Errorf("first poll = %s, want 303 to the response", first)
+	}
+
+	// A failure is answered as its poll would be: the status a synchronous
+	// caller would have seen.
+	failing := setup(t, asyncreply.Config{Inline: true}, route("GET /boom", asyncreply.Async(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		panic("boom")
+	}))))
+	if r := failing.do(t, http.MethodGet, "/boom", ""); r.code != http.StatusInternalServerError || r.header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("GET /boom = %s, want the 500 problem", r)
 	}
 }
 

@@ -24,7 +24,11 @@ type statusDocument struct {
 	ExpiresAt *time.Time     `json:"expiresAt,omitempty"`
 	Progress  progressDoc    `json:"progress"`
 	Error     *problem       `json:"error,omitempty"`
-	Links     monitorURLs    `json:"links"`
+	// ResourceLocation is where a Succeeded operation's answer is, as the
+	// Azure long-running operation pollers read it from the status monitor
+	// (Operation-Location), which never redirects.
+	ResourceLocation string      `json:"resourceLocation,omitempty"`
+	Links            monitorURLs `json:"links"`
 }
 
 type progressDoc struct {
@@ -49,6 +53,7 @@ func newStatusDocument(op *backend.Operation, links monitorURLs) *statusDocument
 	switch op.Status {
 	case backend.Succeeded:
 		doc.Progress.Percent = 100
+		doc.ResourceLocation = links.Response
 	case backend.Failed:
 		doc.Error = problemFromFailure(op.Failure)
 	}
@@ -85,6 +90,10 @@ func (doc *statusDocument) appendJSON(b []byte) []byte {
 	if doc.Error != nil {
 		b = append(b, `,"error":`...)
 		b = doc.Error.appendJSON(b)
+	}
+	if doc.ResourceLocation != "" {
+		b = append(b, `,"resourceLocation":`...)
+		b = appendJSONString(b, doc.ResourceLocation)
 	}
 	b = append(b, `,"links":{"self":`...)
 	b = appendJSONString(b, doc.Links.Self)

@@ -36,6 +36,7 @@ func (m *Middleware) submit(w http.ResponseWriter, r *http.Request, st *requestS
 	return true
 }
 
+// accept records the request, stores it as an operation and answers it.
 func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteOptions) {
 	r := st.original
 	if m.closing.Load() {
@@ -49,26 +50,41 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteO
 		writeProblem(w, http.StatusForbidden, "Forbidden", "The request's credentials do not identify who may see the operation.")
 		return
 	}
-	key := r.Header.Get("Idempotency-Key")
-	if len(key) > maxIdempotencyKey {
-		writeProblem(w, http.StatusBadRequest, "Idempotency-Key too long",
-			fmt.Sprintf("The Idempotency-Key header must be at most %d bytes.", maxIdempotencyKey))
+	recorded, ok := m.record(w, st)
+	if !ok {
 		return
 	}
+	stored, created, ok := m.store(w, r, recorded, owner, opts)
+	if !ok {
+		return
+	}
+	m.answerSubmit(w, r, stored, created, opts)
+}
+
+// record returns the request as it will be replayed, its body read whole,
+// or answers the request itself (413, 400) and returns false.
+func (m *Middleware) record(w http.ResponseWriter, st *requestState) (*recordedRequest, bool) {
+	r := st.original
 	var body []byte
 	if st.body != nil {
-		body, err = st.body.finish()
+		// A declared length over the limit is refused before a byte is
+		// read, so that a client sending Expect: 100-continue is never
+		// invited to send it.
+		err := errBodyTooLarge
+		if r.ContentLength <= m.cfg.MaxRequestBytes {
+			body, err = st.body.finish()
+		}
 		if errors.Is(err, errBodyTooLarge) {
 			writeProblem(w, http.StatusRequestEntityTooLarge, "Request body too large",
 				fmt.Sprintf("An asynchronous request's body may be at most %d bytes.", m.cfg.MaxRequestBytes))
-			return
+			return nil, false
 		}
 		if err != nil {
 			writeProblem(w, http.StatusBadRequest, "Request body unreadable", "The request body could not be read completely.")
-			return
+			return nil, false
 		}
 	}
-	recorded := recordedRequest{
+	recorded := &recordedRequest{
 		Method:     r.Method,
 		RequestURI: r.RequestURI,
 		Host:       r.Host,
@@ -80,22 +96,35 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteO
 	if recorded.RequestURI == "" { // a request built in a test, not read from a connection
 		recorded.RequestURI = r.URL.RequestURI()
 	}
+	return recorded, true
+}
 
+// store persists the recorded request as a new operation of owner, or finds
+// the one an Idempotency-Key names, and reports whether it created it. It
+// answers the request itself (400, 422, 503) and returns false when there
+// is no operation to answer with.
+func (m *Middleware) store(w http.ResponseWriter, r *http.Request, recorded *recordedRequest, owner string, opts RouteOptions) (*backend.Operation, bool, bool) {
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > maxIdempotencyKey {
+		writeProblem(w, http.StatusBadRequest, "Idempotency-Key too long",
+			fmt.Sprintf("The Idempotency-Key header must be at most %d bytes.", maxIdempotencyKey))
+		return nil, false, false
+	}
 	now := m.cfg.now()
 	id := newID()
 	op := &backend.Operation{
-		ID:             id,
-		Owner:          owner,
-		IdempotencyKey: key,
-		Status:         backend.NotStarted,
-		Request:        m.sealer.seal(id, recorded.marshal()),
-		Timeout:        cmp.Or(opts.Timeout, m.cfg.Timeout),
-		Retention:      cmp.Or(opts.Retention, m.cfg.Retention),
-		CreatedAt:      now,
-		UpdatedAt:      now,
+		ID:        id,
+		Owner:     owner,
+		Status:    backend.NotStarted,
+		Request:   m.sealer.seal(id, recorded.marshal()),
+		Timeout:   cmp.Or(opts.Timeout, m.cfg.Timeout),
+		Retention: cmp.Or(opts.Retention, m.cfg.Retention),
+		CreatedAt: now,
+		UpdatedAt: now,
 	}
 	if key != "" {
-		op.Fingerprint = fingerprint(&recorded)
+		op.IdempotencyKey = m.idempotencyScope(r) + key
+		op.Fingerprint = fingerprint(recorded)
 	}
 	ctx, cancel := storeContext(r.Context())
 	stored, created, err := m.cfg.Backend.Create(ctx, op)
@@ -103,17 +132,50 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteO
 	if err != nil {
 		m.cfg.Logger.Error("asyncreply: storing an operation failed; answering 503", "method", r.Method, "path", r.URL.Path, "error", err)
 		writeUnavailable(w, m.retryAfter)
-		return
+		return nil, false, false
 	}
 	if !created && !bytes.Equal(stored.Fingerprint, op.Fingerprint) {
 		writeProblem(w, http.StatusUnprocessableEntity, "Idempotency-Key reused",
 			"This Idempotency-Key was already used for a different request.")
-		return
+		return nil, false, false
 	}
 	if created {
 		m.cfg.Logger.Info("asyncreply: operation accepted", "operation", id, "method", r.Method, "path", r.URL.Path)
 	}
+	return stored, created, true
+}
 
+// idempotencyScope is what an Idempotency-Key is prefixed with before it
+// is stored. Backends scope keys by Owner; without Config.Owner every
+// operation has the same one, and a key alone would hand a second client
+// sending the same request with the same key the first client's operation —
+// its response, Set-Cookie headers and all. So without an owner a key is
+// scoped by a digest of the request's credentials (its cookies and
+// Authorization): a retry from the same client finds its operation, another
+// client's request becomes an operation of its own.
+func (m *Middleware) idempotencyScope(r *http.Request) string {
+	if m.cfg.Owner != nil {
+		return "" // the owner scopes it
+	}
+	h := sha256.New()
+	h.Write([]byte("asyncreply idempotency scope\x00"))
+	for _, name := range []string{"Cookie", "Authorization"} {
+		for _, v := range r.Header.Values(name) {
+			h.Write([]byte(v))
+			h.Write([]byte{0})
+		}
+		h.Write([]byte{1})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16]) + " "
+}
+
+// answerSubmit answers the request that submitted op: with its answer when
+// it is ready within the wait the client or the configuration allows (as a
+// synchronous request would have had it), else 202 Accepted. In Inline mode
+// op is executed here first, and then answered as its first poll would be
+// — 303 to its response — unless the client asked for 202 with Prefer:
+// respond-async: the same URLs as the asynchronous mode, with no wait.
+func (m *Middleware) answerSubmit(w http.ResponseWriter, r *http.Request, op *backend.Operation, created bool, opts RouteOptions) {
 	prefs := parsePrefer(r.Header)
 	wait := cmp.Or(opts.Wait, m.cfg.Wait)
 	switch {
@@ -123,25 +185,35 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteO
 		wait = 0
 	}
 	if created && m.cfg.Inline {
-		m.execute(context.WithoutCancel(r.Context()), id)
+		m.execute(context.WithoutCancel(r.Context()), op.ID)
 		ctx, cancel := storeContext(r.Context())
-		if latest, err := m.cfg.Backend.Get(ctx, id); err == nil {
-			stored = latest
+		if latest, err := m.cfg.Backend.Get(ctx, op.ID); err == nil {
+			op = latest
 		}
 		cancel()
 	}
-	if wait > 0 {
-		if latest, err := m.waitDone(r.Context(), stored, wait); err == nil {
-			stored = latest
-		}
-		if stored.Status.Done() {
-			// Ready in time: answer as a synchronous request would have.
-			w.Header().Add("Vary", "Prefer")
-			m.writeFinished(w, r, stored)
-			return
+	if wait > 0 && !op.Status.Done() {
+		// A wait past Config.MaxWatches is not refused — the operation is
+		// stored — but answered 202 at once.
+		if ok, _ := m.watches.acquire(op.Owner); ok {
+			if latest, err := m.waitDone(r.Context(), op, wait); err == nil {
+				op = latest
+			}
+			m.watches.release(op.Owner)
 		}
 	}
-	m.writeAccepted(w, r, stored, prefs.respondAsync)
+	switch {
+	case wait > 0 && op.Status.Done():
+		// Ready in time: answer as a synchronous request would have.
+		w.Header().Add("Vary", "Prefer")
+		m.writeFinished(w, r, op)
+	case m.cfg.Inline && op.Status.Done() && !prefs.respondAsync:
+		w.Header().Add("Vary", "Prefer")
+		w.Header().Set("Operation-Location", m.monitorURLs(r, op.ID).status())
+		m.writePollAnswer(w, r, op)
+	default:
+		m.writeAccepted(w, r, op, prefs.respondAsync)
+	}
 }
 
 // writeAccepted answers 202 Accepted for op.
@@ -149,6 +221,7 @@ func (m *Middleware) writeAccepted(w http.ResponseWriter, r *http.Request, op *b
 	links := m.monitorURLs(r, op.ID)
 	h := w.Header()
 	h.Set("Location", links.Self)
+	h.Set("Operation-Location", links.status())
 	h.Add("Vary", "Prefer")
 	if respondAsync {
 		h.Set("Preference-Applied", "respond-async")
@@ -163,16 +236,20 @@ func (m *Middleware) writeStatus(w http.ResponseWriter, r *http.Request, op *bac
 	if code == http.StatusAccepted {
 		h.Set("Retry-After", m.retryAfter)
 	}
-	h.Set("Cache-Control", "no-store")
 	h.Add("Vary", "Accept")
-	var body []byte
 	if prefersHTML(r) {
-		h.Set("Content-Type", "text/html; charset=utf-8")
-		body = renderWaitingPage(op, m.monitorPath(op.ID), m.retrySeconds)
-	} else {
-		h.Set("Content-Type", "application/json")
-		body = newStatusDocument(op, links).marshal()
+		m.writeWaitingPage(w, r, op, code)
+		return
 	}
+	m.writeJSONStatus(w, r, op, links, code)
+}
+
+// writeJSONStatus writes op's status document with the given status code.
+func (m *Middleware) writeJSONStatus(w http.ResponseWriter, r *http.Request, op *backend.Operation, links monitorURLs, code int) {
+	body := newStatusDocument(op, links).marshal()
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
 	if r.Method != http.MethodHead {

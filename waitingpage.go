@@ -115,6 +115,31 @@ func renderWaitingPage(op *backend.Operation, self string, refreshSeconds int) [
 	return buf.Bytes()
 }
 
+// writeWaitingPage answers a browser with op's waiting page (or, once op
+// failed, its error page) and the given status code. The policy goes in a
+// header as well as in the page's <meta>: only a header can forbid framing
+// (frame-ancestors is ignored in <meta>), which keeps the page's "Check
+// now" link from being clickjacked, and nosniff keeps a browser from
+// reading the page as anything but HTML.
+func (m *Middleware) writeWaitingPage(w http.ResponseWriter, r *http.Request, op *backend.Operation, code int) {
+	body := renderWaitingPage(op, m.monitorPath(op.ID), m.retrySeconds)
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", waitingPageHeaderPolicy)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
+}
+
+// waitingPageHeaderPolicy is waitingPagePolicy as sent in the
+// Content-Security-Policy header, with what only a header can say.
+var waitingPageHeaderPolicy = waitingPagePolicy + "; frame-ancestors 'none'"
+
 // prefersHTML reports whether the client ranks text/html above JSON in its
 // Accept header, as browsers do. API clients (no Accept, */*, or JSON) get
 // the status document.
