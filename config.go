@@ -152,19 +152,40 @@ type Config struct {
 	now func() time.Time
 }
 
+// ConfigError is an invalid Config field, as New and Config.Validate
+// report it.
+type ConfigError struct {
+	Field string // the Config field, e.g. "Prefix"
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return "asyncreply: Config." + e.Field + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Validate reports what New would refuse in cfg, without creating
+// anything: every invalid field, each as a *ConfigError (several are
+// joined with errors.Join; use errors.As to find one).
+func (cfg Config) Validate() error {
+	_, err := cfg.withDefaults()
+	return err
+}
+
 // withDefaults validates cfg and fills in its defaults.
 func (cfg Config) withDefaults() (Config, error) {
 	var errs []error
+	invalid := func(field, format string, args ...any) {
+		errs = append(errs, &ConfigError{Field: field, Err: fmt.Errorf(format, args...)})
+	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
 	}
 	if !strings.HasPrefix(cfg.Prefix, "/") || !strings.HasSuffix(cfg.Prefix, "/") || len(cfg.Prefix) < 2 {
-		errs = append(errs, fmt.Errorf("Prefix %q must start and end with \"/\" and not be the root", cfg.Prefix))
+		invalid("Prefix", "%q must start and end with \"/\" and not be the root", cfg.Prefix)
 	}
 	if cfg.PublicURL != "" {
 		u, err := url.Parse(cfg.PublicURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("PublicURL %q must be an absolute http or https URL", cfg.PublicURL))
+			invalid("PublicURL", "%q must be an absolute http or https URL", cfg.PublicURL)
 		}
 		cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	}
@@ -176,28 +197,33 @@ func (cfg Config) withDefaults() (Config, error) {
 		{"Retention", cfg.Retention}, {"Timeout", cfg.Timeout}, {"SweepInterval", cfg.SweepInterval},
 	} {
 		if field.d < 0 {
-			errs = append(errs, fmt.Errorf("%s must not be negative, got %s", field.name, field.d))
+			invalid(field.name, "must not be negative, got %s", field.d)
 		}
 	}
-	if cfg.MaxWatches < 0 || cfg.MaxWatchesPerOwner < 0 {
-		errs = append(errs, errors.New("MaxWatches and MaxWatchesPerOwner must not be negative"))
-	}
-	if cfg.MaxRequestBytes < 0 || cfg.MaxResponseBytes < 0 {
-		errs = append(errs, errors.New("MaxRequestBytes and MaxResponseBytes must not be negative"))
+	for _, field := range []struct {
+		name string
+		n    int64
+	}{
+		{"MaxWatches", int64(cfg.MaxWatches)}, {"MaxWatchesPerOwner", int64(cfg.MaxWatchesPerOwner)},
+		{"MaxRequestBytes", cfg.MaxRequestBytes}, {"MaxResponseBytes", cfg.MaxResponseBytes},
+	} {
+		if field.n < 0 {
+			invalid(field.name, "must not be negative, got %d", field.n)
+		}
 	}
 	if cfg.Key != nil && len(cfg.Key) != 32 {
-		errs = append(errs, fmt.Errorf("Key must be 32 bytes for AES-256, got %d", len(cfg.Key)))
+		invalid("Key", "must be 32 bytes for AES-256, got %d", len(cfg.Key))
 	}
 	if cfg.AcceptOnly {
 		if _, private := cfg.Backend.(*memory.Backend); private || cfg.Backend == nil {
-			errs = append(errs, errors.New("AcceptOnly needs a Backend that other processes share: no other process can execute the in-memory backend's operations"))
+			invalid("AcceptOnly", "needs a Backend that other processes share: no other process can execute the in-memory backend's operations")
 		}
 		if cfg.Inline {
-			errs = append(errs, errors.New("AcceptOnly and Inline exclude each other: Inline executes every operation in its request"))
+			invalid("AcceptOnly", "excludes Inline, which executes every operation in its request")
 		}
 	}
 	if len(errs) > 0 {
-		return cfg, fmt.Errorf("asyncreply: invalid config: %w", errors.Join(errs...))
+		return cfg, errors.Join(errs...)
 	}
 
 	cfg.MaxWait = cmp.Or(cfg.MaxWait, DefaultMaxWait)

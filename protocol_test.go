@@ -1492,57 +1492,6 @@ func TestBackendOutage(t *testing.T) {
 	}
 }
 
-func TestConfigValidation(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name  string
-		cfg   asyncreply.Config
-		field string
-	}{
-		{"prefix without slashes", asyncreply.Config{Prefix: "operations"}, "Prefix"},
-		{"prefix without trailing slash", asyncreply.Config{Prefix: "/operations"}, "Prefix"},
-		{"prefix is the root", asyncreply.Config{Prefix: "/"}, "Prefix"},
-		{"16-byte key", asyncreply.Config{Key: make([]byte, 16)}, "Key"},
-		{"negative Wait", asyncreply.Config{Wait: -time.Second}, "Wait"},
-		{"negative MaxWait", asyncreply.Config{MaxWait: -time.Second}, "MaxWait"},
-		{"negative RetryAfter", asyncreply.Config{RetryAfter: -time.Second}, "RetryAfter"},
-		{"negative Retention", asyncreply.Config{Retention: -time.Hour}, "Retention"},
-		{"negative Timeout", asyncreply.Config{Timeout: -time.Minute}, "Timeout"},
-		{"negative SweepInterval", asyncreply.Config{SweepInterval: -time.Minute}, "SweepInterval"},
-		{"negative MaxRequestBytes", asyncreply.Config{MaxRequestBytes: -1}, "MaxRequestBytes"},
-		{"negative MaxResponseBytes", asyncreply.Config{MaxResponseBytes: -1}, "MaxResponseBytes"},
-		{"PublicURL without scheme", asyncreply.Config{PublicURL: "api.example.com"}, "PublicURL"},
-		{"PublicURL not http", asyncreply.Config{PublicURL: "ftp://api.example.com"}, "PublicURL"},
-		{"PublicURL without host", asyncreply.Config{PublicURL: "https://"}, "PublicURL"},
-		{"PublicURL unparsable", asyncreply.Config{PublicURL: "http://[::1"}, "PublicURL"},
-		{"AcceptOnly in memory", asyncreply.Config{AcceptOnly: true}, "AcceptOnly"},
-		{"AcceptOnly and Inline", asyncreply.Config{AcceptOnly: true, Inline: true, Backend: durableStandIn{memory.New(memory.Config{})}}, "Inline"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			ar, err := asyncreply.New(tc.cfg)
-			if err == nil || ar != nil {
-				t.Fatalf("New = %v, %v; want an error", ar, err)
-			}
-			if !strings.Contains(err.Error(), tc.field) {
-				t.Errorf("error %q does not name the field %s", err, tc.field)
-			}
-		})
-	}
-
-	t.Run("valid", func(t *testing.T) {
-		t.Parallel()
-		for _, cfg := range []asyncreply.Config{
-			{},
-			{Prefix: "/jobs/", Key: make([]byte, 32), PublicURL: "https://api.example.com/base/", Wait: time.Second},
-		} {
-			if _, err := asyncreply.New(cfg); err != nil {
-				t.Errorf("New(%+v) = %v", cfg, err)
-			}
-		}
-	})
-}
-
 func TestMonitorLocation(t *testing.T) {
 	t.Parallel()
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}

@@ -203,7 +203,7 @@ func requireCommand(t *testing.T, name, install string) string {
 	path, err := exec.LookPath(name)
 	if err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is required in CI and is not installed (%s); .ci/run installs it", name, install)
+			t.Fatalf("%s is required in CI and is not installed (%s); `make deps` installs it", name, install)
 		}
 		t.Skipf("%s is not installed; %s to run this test", name, install)
 	}

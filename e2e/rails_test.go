@@ -3,7 +3,7 @@
 // would deploy it: separate processes talking HTTP, a SQLite file on disk,
 // and SIGKILL for a crash.
 //
-// The tests need Debian's ruby-rails and puma packages (.ci/run installs
+// The tests need Debian's ruby-rails and puma packages (`make deps` installs
 // them). Without them they skip, except in CI (CI set), where they fail.
 package e2e_test
 
@@ -339,7 +339,7 @@ func startRails(t *testing.T) string {
 	ruby := requireCommand(t, "ruby", "apt-get install ruby-rails puma")
 	if out, err := exec.Command(ruby, "-e", `require "action_controller/railtie"`).CombinedOutput(); err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("Rails is required in CI and cannot be loaded (.ci/run installs ruby-rails): %v\n%s", err, out)
+			t.Fatalf("Rails is required in CI and cannot be loaded (`make deps` installs ruby-rails): %v\n%s", err, out)
 		}
 		t.Skipf("Rails cannot be loaded (%v); apt-get install ruby-rails puma to run this test", err)
 	}

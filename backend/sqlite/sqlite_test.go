@@ -523,13 +523,6 @@ func receive[T any](t *testing.T, ch <-chan T, what string) T {
 	}
 }
 
-func drain(ch <-chan struct{}) {
-	select {
-	case <-ch:
-	default:
-	}
-}
-
 // Creates that arrive together share a transaction; one that fails (here, a
 // duplicate ID) fails alone, and every other is stored.
 func TestGroupCommitIsolatesFailures(t *testing.T) {

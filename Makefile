@@ -1,0 +1,37 @@
+# What CI runs (.ci/run is `make deps ci`), one target per step, so that a
+# contributor runs exactly the same commands. See CONTRIBUTING.md.
+
+# staticcheck is pinned and run with `go run`: nothing to install, the same
+# version everywhere.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: ci deps lint test js bench
+
+ci: lint test js
+
+# The test suites' own dependencies from Debian: Rails and Puma for the
+# end-to-end tests (e2e/), Chromium for the browser tests (clients/js).
+# Installed only when missing.
+deps:
+	@command -v puma >/dev/null && [ -x /usr/bin/chromium ] || { \
+		apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ruby-rails puma chromium; }
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted" >&2; exit 1; fi
+	go vet ./...
+	go run $(STATICCHECK) ./...
+
+test:
+	go test -race -count=1 ./...
+
+# The JavaScript client against the Go server, and the waiting page and the
+# client in Chromium (playwright-core drives Debian's build); with CI set,
+# the browser tests fail rather than skip when Chromium is missing.
+js:
+	cd clients/js && npm ci --no-audit --no-fund && npm test
+
+# The load harness: every scenario beside its baseline; writes bench/RESULTS.md.
+bench:
+	go run ./bench
