@@ -33,13 +33,13 @@ func (m *Middleware) serveEvents(w http.ResponseWriter, r *http.Request, id stri
 		return
 	}
 	defer release()
-	changes, stop, err := m.cfg.Backend.Watch(r.Context(), id)
+	feed, err := m.subscribe(r.Context(), id)
 	if err != nil {
 		m.cfg.Logger.Error("asyncreply: watching an operation failed", "operation", id, "error", err)
 		writeUnavailable(w, m.retryAfter)
 		return
 	}
-	defer stop()
+	defer feed.stop()
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -50,15 +50,11 @@ func (m *Middleware) serveEvents(w http.ResponseWriter, r *http.Request, id stri
 	fmt.Fprintf(w, "retry: %d\n\n", m.cfg.RetryAfter.Milliseconds())
 
 	links := m.monitorURLs(r, id)
-	serverDone := m.serverShutdown(r.Context())
 	keepAlive := time.NewTicker(keepAliveInterval)
 	defer keepAlive.Stop()
 	lastSent := ""
 	for {
-		// Watch first, then read: no change between the two is missed.
-		ctx, cancel := storeContext(r.Context())
-		latest, err := m.cfg.Backend.Get(ctx, id)
-		cancel()
+		latest, err := feed.latest()
 		switch {
 		case errors.Is(err, backend.ErrNotFound):
 			return // swept while streaming
@@ -77,19 +73,14 @@ func (m *Middleware) serveEvents(w http.ResponseWriter, r *http.Request, id stri
 				return
 			}
 		}
-		select {
-		case <-changes:
-		case <-keepAlive.C:
+		for woke := feed.wait(nil, keepAlive.C); woke != changed; woke = feed.wait(nil, keepAlive.C) {
+			if woke == ended {
+				return
+			}
 			fmt.Fprint(w, ": keep-alive\n\n")
 			if err := rc.Flush(); err != nil {
 				return
 			}
-		case <-r.Context().Done():
-			return
-		case <-m.closed:
-			return
-		case <-serverDone:
-			return
 		}
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"time"
 
 	"github.com/asyncreply/asyncreply"
 )
@@ -154,4 +156,122 @@ func ExampleConfig_inline() {
 	// Output:
 	// 303 true
 	// 200 report 8
+}
+
+// AsyncWith gives one route settings of its own: here an export that may
+// run an hour and whose answer is kept a week, while every other route keeps
+// the Config's.
+func ExampleAsyncWith() {
+	mux := http.NewServeMux()
+	export := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "export ready")
+	})
+	mux.Handle("POST /exports", asyncreply.AsyncWith(export, asyncreply.RouteOptions{
+		Timeout:   time.Hour,
+		Retention: 7 * 24 * time.Hour,
+	}))
+	srv, ar := newExampleServer(asyncreply.Config{}, mux)
+	defer ar.Shutdown(context.Background())
+	defer srv.Close()
+
+	resp, err := http.Post(srv.URL+"/exports", "text/csv", strings.NewReader("a,b\n"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode)
+	fmt.Println(pollUntilDone(resp.Header.Get("Location")))
+	// Output:
+	// 202
+	// 200 export ready
+}
+
+// DeferWith defers this one request with options of its own: a handler that
+// knows a request will be big gives it a longer timeout.
+func ExampleDeferWith() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /search", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("scope") == "all" &&
+			asyncreply.DeferWith(w, r, asyncreply.RouteOptions{Timeout: 30 * time.Minute}) {
+			return // 202 sent; the replay runs this handler again
+		}
+		fmt.Fprintf(w, "results for %s", r.URL.Query().Get("q"))
+	})
+	srv, ar := newExampleServer(asyncreply.Config{}, mux)
+	defer ar.Shutdown(context.Background())
+	defer srv.Close()
+
+	quick, _ := http.Get(srv.URL + "/search?q=go")
+	body, _ := io.ReadAll(quick.Body)
+	quick.Body.Close()
+	fmt.Println(quick.StatusCode, string(body))
+	big, _ := http.Get(srv.URL + "/search?q=go&scope=all")
+	big.Body.Close()
+	fmt.Println(big.StatusCode)
+	fmt.Println(pollUntilDone(big.Header.Get("Location")))
+	// Output:
+	// 200 results for go
+	// 202
+	// 200 results for go
+}
+
+// Fail ends an operation without a response when what went wrong is not
+// the application's answer: a dependency that could not be reached, here.
+// The client sees the status a synchronous caller would have had, as
+// problem details, instead of a stored "successful" error page.
+func ExampleFail() {
+	mux := http.NewServeMux()
+	mux.Handle("GET /quotes", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if asyncreply.Fail(r.Context(), http.StatusBadGateway, "Bad Gateway", "The pricing service did not answer.") {
+			return // the operation has failed; write nothing
+		}
+		http.Error(w, "pricing service unreachable", http.StatusBadGateway) // outside a replay
+	})))
+	srv, ar := newExampleServer(asyncreply.Config{}, mux)
+	defer ar.Shutdown(context.Background())
+	defer srv.Close()
+
+	resp, _ := http.Get(srv.URL + "/quotes")
+	resp.Body.Close()
+	fmt.Println(pollUntilDone(resp.Header.Get("Location")))
+	// Output:
+	// 502 {"type":"about:blank","title":"Bad Gateway","status":502,"detail":"The pricing service did not answer."}
+}
+
+// Shutdown comes after http.Server.Shutdown: the server stops taking
+// requests and lets those in flight submit, then the Middleware lets
+// running operations finish (until its context ends) and stops the backend.
+func ExampleMiddleware_Shutdown() {
+	ar, err := asyncreply.New(asyncreply.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "report %s", r.PathValue("id"))
+	})))
+	srv := &http.Server{Handler: ar.Handler(mux), ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go srv.Serve(ln)
+
+	resp, _ := http.Get("http://" + ln.Addr().String() + "/reports/1")
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode)
+
+	// On SIGTERM, say:
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Print(err)
+	}
+	if err := ar.Shutdown(ctx); err != nil {
+		log.Print(err) // operations still running were canceled
+	}
+	fmt.Println("stopped")
+	// Output:
+	// 202
+	// stopped
 }

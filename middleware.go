@@ -29,7 +29,6 @@ type Middleware struct {
 
 	app     http.Handler
 	started atomic.Bool
-	closing atomic.Bool
 	closed  chan struct{} // closed by Shutdown: ends long-polls and event streams
 
 	servers sync.Map // *http.Server → chan struct{} closed when it shuts down
@@ -148,7 +147,6 @@ func (m *Middleware) sweep() {
 // that requests in flight can still submit.
 func (m *Middleware) Shutdown(ctx context.Context) error {
 	m.stopOnce.Do(func() {
-		m.closing.Store(true)
 		close(m.closed)
 		m.background.Wait()
 		m.stopErr = m.cfg.Backend.Stop(ctx)
@@ -238,42 +236,94 @@ func (m *Middleware) visible(r *http.Request, op *backend.Operation) bool {
 	return err == nil && owner == op.Owner
 }
 
+// shuttingDown reports whether Shutdown has been called.
+func (m *Middleware) shuttingDown() bool {
+	select {
+	case <-m.closed:
+		return true
+	default:
+		return false
+	}
+}
+
 // waitDone waits until the operation is done or d has passed, the client
 // has gone, or the Middleware shuts down, and returns its latest state.
 func (m *Middleware) waitDone(ctx context.Context, op *backend.Operation, d time.Duration) (*backend.Operation, error) {
 	if op.Status.Done() || d <= 0 {
 		return op, nil
 	}
-	changes, stop, err := m.cfg.Backend.Watch(ctx, op.ID)
+	feed, err := m.subscribe(ctx, op.ID)
 	if err != nil {
 		return op, err
 	}
-	defer stop()
+	defer feed.stop()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
-	serverDone := m.serverShutdown(ctx)
 	for {
-		// Watch first, then read: a change between the two is not missed.
-		latest, err := m.cfg.Backend.Get(ctx, op.ID)
+		latest, err := feed.latest()
 		if err != nil {
 			return op, err
 		}
 		op = latest
-		if op.Status.Done() {
-			return op, nil
-		}
-		select {
-		case <-changes:
-		case <-timer.C:
-			return op, nil
-		case <-ctx.Done():
-			return op, nil
-		case <-m.closed:
-			return op, nil
-		case <-serverDone:
+		if op.Status.Done() || feed.wait(timer.C, nil) != changed {
 			return op, nil
 		}
 	}
+}
+
+// changeFeed is one request's subscription to an operation's changes, for
+// long-polls and event streams alike: read the latest state, wait for the
+// next change, again, until the request should end.
+type changeFeed struct {
+	m          *Middleware
+	ctx        context.Context
+	id         string
+	changes    <-chan struct{}
+	stop       func()
+	serverDone <-chan struct{}
+}
+
+// subscribe starts watching the operation for ctx's request. The watch is
+// open before the first read, so that no change between the two is missed.
+// The caller must call stop.
+func (m *Middleware) subscribe(ctx context.Context, id string) (*changeFeed, error) {
+	changes, stop, err := m.cfg.Backend.Watch(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &changeFeed{m: m, ctx: ctx, id: id, changes: changes, stop: stop, serverDone: m.serverShutdown(ctx)}, nil
+}
+
+// latest reads the operation as it is now.
+func (f *changeFeed) latest() (*backend.Operation, error) {
+	ctx, cancel := storeContext(f.ctx)
+	defer cancel()
+	return f.m.cfg.Backend.Get(ctx, f.id)
+}
+
+// wake is why changeFeed.wait returned.
+type wake int
+
+const (
+	changed wake = iota // the operation changed: read it again
+	ticked              // tick fired
+	ended               // the request should end: timeout, client gone, shutdown
+)
+
+// wait blocks until the operation changes, tick fires, or the request
+// should end. A nil timeout or tick never fires.
+func (f *changeFeed) wait(timeout, tick <-chan time.Time) wake {
+	select {
+	case <-f.changes:
+		return changed
+	case <-tick:
+		return ticked
+	case <-timeout:
+	case <-f.ctx.Done():
+	case <-f.m.closed:
+	case <-f.serverDone:
+	}
+	return ended
 }
 
 // serverShutdown returns a channel closed when the http.Server serving the

@@ -243,7 +243,7 @@ func (m *Middleware) serveHealth(w http.ResponseWriter, r *http.Request, ready b
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	if m.closing.Load() {
+	if m.shuttingDown() {
 		writeProblem(w, http.StatusServiceUnavailable, "Shutting down", "The server is shutting down.")
 		return
 	}

@@ -1568,6 +1568,12 @@ func TestRouteOptions(t *testing.T) {
 	mux.Handle("POST /kept", asyncreply.AsyncWith(text("kept"), asyncreply.RouteOptions{Retention: time.Hour}))
 	mux.Handle("POST /quick", asyncreply.AsyncWith(text("quick"), asyncreply.RouteOptions{Wait: waitLimit}))
 	mux.Handle("POST /other", asyncreply.Async(text("other")))
+	mux.HandleFunc("POST /deferred", func(w http.ResponseWriter, r *http.Request) {
+		if asyncreply.DeferWith(w, r, asyncreply.RouteOptions{Wait: waitLimit}) {
+			return
+		}
+		io.WriteString(w, "deferred")
+	})
 	b := setup(t, asyncreply.Config{Retention: time.Minute}, mux)
 
 	t.Run("Timeout", func(t *testing.T) {
@@ -1597,6 +1603,9 @@ func TestRouteOptions(t *testing.T) {
 		}
 		if r := b.do(t, http.MethodPost, "/other", ""); r.code != http.StatusAccepted {
 			t.Errorf("route without Wait answered %s, want 202 (Config.Wait is 0)", r)
+		}
+		if r := b.do(t, http.MethodPost, "/deferred", ""); r.code != http.StatusOK || string(r.body) != "deferred" {
+			t.Errorf("DeferWith with Wait answered %s, want its 200 directly", r)
 		}
 	})
 	t.Run("negative panics", func(t *testing.T) {

@@ -39,7 +39,7 @@ func (m *Middleware) submit(w http.ResponseWriter, r *http.Request, st *requestS
 // accept records the request, stores it as an operation and answers it.
 func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteOptions) {
 	r := st.original
-	if m.closing.Load() {
+	if m.shuttingDown() {
 		w.Header().Set("Retry-After", m.retryAfter)
 		writeProblem(w, http.StatusServiceUnavailable, "Shutting down", "The server is shutting down and accepts no new operations. Retry later.")
 		return
