@@ -18,7 +18,6 @@ import (
 
 // poll is what a hand-written monitor saw of one poll.
 type poll struct {
-	at            time.Time
 	authorization string
 	cookie        string
 }
@@ -32,7 +31,7 @@ type pollRecorder struct {
 func (p *pollRecorder) record(r *http.Request) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.polls = append(p.polls, poll{time.Now(), r.Header.Get("Authorization"), r.Header.Get("Cookie")})
+	p.polls = append(p.polls, poll{r.Header.Get("Authorization"), r.Header.Get("Cookie")})
 	return len(p.polls)
 }
 
@@ -40,6 +39,31 @@ func (p *pollRecorder) all() []poll {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]poll(nil), p.polls...)
+}
+
+// sendTimes is a RoundTripper that records when each request for path
+// is sent.
+type sendTimes struct {
+	base http.RoundTripper
+	path string
+
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (s *sendTimes) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Path == s.path {
+		s.mu.Lock()
+		s.times = append(s.times, time.Now())
+		s.mu.Unlock()
+	}
+	return s.base.RoundTrip(req)
+}
+
+func (s *sendTimes) all() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.times...)
 }
 
 func TestNeverPolledFasterThanTheFloor(t *testing.T) {
@@ -75,7 +99,11 @@ func TestNeverPolledFasterThanTheFloor(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	c := client.New(&client.Transport{Base: srv.Client().Transport, MinPollInterval: floor})
+	// The floor is the client's: the time between sending one poll and
+	// the next, read where they are sent — the server's reading of when
+	// each arrived moves with how soon it was scheduled.
+	sent := &sendTimes{base: srv.Client().Transport, path: "/jobs/1/status"}
+	c := client.New(&client.Transport{Base: sent, MinPollInterval: floor})
 	req := newRequest(t, http.MethodPost, srv.URL+"/jobs", "payload")
 	req.Header.Set("Authorization", "Bearer alice")
 	req.Header.Set("Cookie", "session=abc")
@@ -96,9 +124,10 @@ func TestNeverPolledFasterThanTheFloor(t *testing.T) {
 	if limit := int(elapsed/floor) + 1; len(polls) > limit {
 		t.Errorf("%d polls in %s, more than one per %s floor allows (%d)", len(polls), elapsed, floor, limit)
 	}
-	for i := 1; i < len(polls); i++ {
-		if gap := polls[i].at.Sub(polls[i-1].at); gap < floor*9/10 { // the server's clock reading comes after the client's
-			t.Errorf("polls %d and %d only %s apart, want at least %s", i, i+1, gap, floor)
+	times := sent.all()
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap < floor {
+			t.Errorf("polls %d and %d sent only %s apart, want at least %s", i, i+1, gap, floor)
 		}
 	}
 	for i, p := range polls {
