@@ -75,7 +75,7 @@ func deferRequest(w http.ResponseWriter, r *http.Request, opts RouteOptions) boo
 	if st == nil || st.replay != nil {
 		return false
 	}
-	return st.m.submit(w, r, st, opts)
+	return st.m.deferToOperation(w, r, st, opts)
 }
 
 // ReportProgress records how far the operation executing under ctx has got,
@@ -131,10 +131,12 @@ type requestState struct {
 	answered bool // Defer has answered the request
 
 	// On replay:
-	replay *replay
+	replay *replayState
 }
 
-type replay struct {
+// replayState is what a replay's handler tells the Middleware through its
+// context.
+type replayState struct {
 	id      string
 	failure *backend.Failure // set by Fail
 }

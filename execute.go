@@ -26,7 +26,7 @@ func (m *Middleware) execute(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("asyncreply: starting operation %s: %w", id, err)
 	}
-	outcome, err := m.replay(ctx, op)
+	outcome, err := m.replayRecorded(ctx, op)
 	if errors.Is(err, backend.ErrCanceled) {
 		m.cfg.Logger.Info("asyncreply: operation canceled", "operation", id)
 		return nil
@@ -57,11 +57,11 @@ func (m *Middleware) complete(ctx context.Context, op *backend.Operation, outcom
 	return nil
 }
 
-// replay runs the recorded request through the application and turns what
+// replayRecorded runs the recorded request through the application and turns what
 // happened into an outcome. It returns an error instead when the execution
 // context was canceled from outside (cancel, shutdown), since then there is
 // nothing to store.
-func (m *Middleware) replay(ctx context.Context, op *backend.Operation) (backend.Outcome, error) {
+func (m *Middleware) replayRecorded(ctx context.Context, op *backend.Operation) (backend.Outcome, error) {
 	unreadable := failure(http.StatusInternalServerError, "Recorded request unreadable", "The recorded request could not be read back.")
 	plain, err := m.sealer.open(op.ID, op.Request)
 	if err != nil {
@@ -101,7 +101,7 @@ func (m *Middleware) replay(ctx context.Context, op *backend.Operation) (backend
 		}()
 	}
 
-	rp := &replay{id: op.ID}
+	rp := &replayState{id: op.ID}
 	st := &requestState{m: m, replay: rp}
 	req, err := recorded.newRequest(context.WithValue(runCtx, stateKey{}, st))
 	if err != nil {

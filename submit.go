@@ -17,12 +17,10 @@ import (
 // maxIdempotencyKey bounds the Idempotency-Key header; keys are usually UUIDs.
 const maxIdempotencyKey = 255
 
-// submit turns the request into an operation and answers it: 202 Accepted
-// with the monitor URL, or the final response when it is ready within the
-// wait the client or the configuration allows. It reports whether it
-// answered; it answers nothing only when the handler has already started a
-// response, which it cannot take back.
-func (m *Middleware) submit(w http.ResponseWriter, r *http.Request, st *requestState, opts RouteOptions) bool {
+// deferToOperation turns the request into an operation and answers it
+// (accept), unless the handler has already started a response, which it
+// cannot take back. It reports whether the request has been answered.
+func (m *Middleware) deferToOperation(w http.ResponseWriter, r *http.Request, st *requestState, opts RouteOptions) bool {
 	if st.answered {
 		return true
 	}
