@@ -64,11 +64,7 @@ func (m *Middleware) serveMonitor(w http.ResponseWriter, r *http.Request, rest s
 // to Prefer: wait=N for it to finish), 303 to the response once it
 // succeeded, the failure a synchronous caller would have seen once it failed.
 func (m *Middleware) servePoll(w http.ResponseWriter, r *http.Request, id string) {
-	op, ok := m.lookup(w, r, id)
-	if !ok {
-		return
-	}
-	op, ok = m.longPoll(w, r, op)
+	op, ok := m.poll(w, r, id)
 	if !ok {
 		return
 	}
@@ -96,11 +92,15 @@ func (m *Middleware) writePollAnswer(w http.ResponseWriter, r *http.Request, op 
 	}
 }
 
-// longPoll waits, when the poll asks with Prefer: wait=N, up to N seconds
-// (at most MaxWait) for op to finish, and returns its latest state. It
-// answers the poll itself and returns false when no more waits may be open
-// (Config.MaxWatches).
-func (m *Middleware) longPoll(w http.ResponseWriter, r *http.Request, op *backend.Operation) (*backend.Operation, bool) {
+// poll returns the operation a poll asks for, after waiting, when it asks
+// with Prefer: wait=N, up to N seconds (at most MaxWait) for it to finish.
+// It answers the poll itself and returns false when the operation is not
+// the requester's to see, or no more waits may be open (Config.MaxWatches).
+func (m *Middleware) poll(w http.ResponseWriter, r *http.Request, id string) (*backend.Operation, bool) {
+	op, ok := m.lookup(w, r, id)
+	if !ok {
+		return nil, false
+	}
 	prefs := parsePrefer(r.Header)
 	if !prefs.hasWait || op.Status.Done() {
 		return op, true
@@ -122,11 +122,7 @@ func (m *Middleware) longPoll(w http.ResponseWriter, r *http.Request, op *backen
 // (Azure's SDKs) that read a 303 after a GET as a failure. Prefer: wait=N
 // long-polls as on the monitor URL.
 func (m *Middleware) serveStatus(w http.ResponseWriter, r *http.Request, id string) {
-	op, ok := m.lookup(w, r, id)
-	if !ok {
-		return
-	}
-	op, ok = m.longPoll(w, r, op)
+	op, ok := m.poll(w, r, id)
 	if !ok {
 		return
 	}
