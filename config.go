@@ -117,7 +117,9 @@ type Config struct {
 	Owner func(*http.Request) (string, error)
 
 	// Key, when set, encrypts recorded requests and stored responses at rest
-	// with AES-256-GCM. It must be 32 bytes. Defaults to nil: stored as is.
+	// with AES-256-GCM. It must be 32 bytes. Responses stored under another
+	// key (before it changed) are answered 500 "Encryption key changed"
+	// until the server has that key again. Defaults to nil: stored as is.
 	Key []byte
 
 	// Inline executes each operation inside the request that submits it, then

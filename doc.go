@@ -35,6 +35,17 @@
 // application/problem+json) once it failed. A client that follows redirects
 // and polls while it sees 202 ends with exactly the synchronous response.
 //
+// The response is served verbatim, but as a synchronous caller would have
+// received it once: its Set-Cookie headers go to the first read only, so
+// that reading it again after a logout does not log the user back in. It
+// carries Expires, when it will be deleted, and Cache-Control: private,
+// no-cache unless the application set its own, which is made private when
+// Config.Owner binds operations to their callers. An operation submitted
+// with HEAD is deferred like any other; its response is the application's
+// status and headers without a body or a Content-Length promising one. A
+// response stored with another Config.Key than the current one is a 500
+// "Encryption key changed" on the poll and the response alike.
+//
 // The 202 also carries Operation-Location: Location+"/status", a monitor
 // that answers 200 and the status document whatever the state and never
 // redirects — its resourceLocation names the response once the operation

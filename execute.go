@@ -108,7 +108,7 @@ func (m *Middleware) replayRecorded(ctx context.Context, op *backend.Operation) 
 		m.cfg.Logger.Error("asyncreply: recorded request corrupt", "operation", op.ID, "error", err)
 		return unreadable, nil
 	}
-	rec := newResponseRecorder(m.cfg.MaxResponseBytes)
+	rec := newResponseRecorder(m.cfg.MaxResponseBytes, req.Method)
 	panicked := m.serveReplay(rec, req)
 
 	switch cause := context.Cause(runCtx); {

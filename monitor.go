@@ -78,6 +78,11 @@ func (m *Middleware) writePollAnswer(w http.ResponseWriter, r *http.Request, op 
 	links := m.monitorURLs(r, op.ID)
 	switch op.Status {
 	case backend.Succeeded:
+		// Never a 303 to a response that cannot be read.
+		if err := m.sealer.check(op.ID, op.Response); err != nil {
+			m.writeUnreadable(w, op, err)
+			return
+		}
 		w.Header().Set("Location", links.Response)
 		m.writeStatus(w, r, op, links, http.StatusSeeOther)
 	case backend.Failed:
@@ -126,6 +131,14 @@ func (m *Middleware) serveStatus(w http.ResponseWriter, r *http.Request, id stri
 	if !ok {
 		return
 	}
+	if op.Status == backend.Succeeded {
+		// Never a resourceLocation that cannot be read: the same answer
+		// as the poll's and the response's.
+		if err := m.sealer.check(op.ID, op.Response); err != nil {
+			m.writeUnreadable(w, op, err)
+			return
+		}
+	}
 	links := m.monitorURLs(r, id)
 	if !op.Status.Done() {
 		w.Header().Set("Retry-After", m.retryAfter)
@@ -134,15 +147,18 @@ func (m *Middleware) serveStatus(w http.ResponseWriter, r *http.Request, id stri
 	m.writeJSONStatus(w, r, op, links, http.StatusOK)
 }
 
-// serveResponse serves the stored response verbatim.
+// serveResponse serves the stored response verbatim, with the headers that
+// keep it out of caches once deleted (writeResponse), or the failure.
 func (m *Middleware) serveResponse(w http.ResponseWriter, r *http.Request, id string) {
 	op, ok := m.lookup(w, r, id)
 	if !ok {
 		return
 	}
 	switch op.Status {
-	case backend.Succeeded, backend.Failed:
-		m.writeFinished(w, r, op)
+	case backend.Succeeded:
+		m.writeResponse(w, r, op, true)
+	case backend.Failed:
+		m.writeFailure(w, r, op)
 	default:
 		writeProblem(w, http.StatusNotFound, "Response not ready",
 			"The operation has not finished yet; poll its status URL until it redirects here.")
@@ -170,12 +186,16 @@ func (m *Middleware) serveDelete(w http.ResponseWriter, r *http.Request, id stri
 	}
 }
 
-// writeFinished answers with a done operation's outcome as a synchronous
-// request would have had it: the stored response, or the failure.
+// writeFinished answers the request that submitted op, finished within the
+// wait it allowed, as a synchronous request would have had it: the stored
+// response exactly as the application gave it (Vary: Prefer added by the
+// caller, and no Expires or Cache-Control of the /response resource, since
+// this is the application's own URL), or the failure. It counts as the
+// response's first read: its Set-Cookie is delivered here, not again.
 func (m *Middleware) writeFinished(w http.ResponseWriter, r *http.Request, op *backend.Operation) {
 	switch op.Status {
 	case backend.Succeeded:
-		m.writeResponse(w, r, op)
+		m.writeResponse(w, r, op, false)
 	case backend.Failed:
 		m.writeFailure(w, r, op)
 	default:
@@ -183,34 +203,63 @@ func (m *Middleware) writeFinished(w http.ResponseWriter, r *http.Request, op *b
 	}
 }
 
-// writeResponse writes the stored response verbatim, with Expires saying
-// when it will be deleted.
-func (m *Middleware) writeResponse(w http.ResponseWriter, r *http.Request, op *backend.Operation) {
+// writeResponse writes op's stored response verbatim, but for its
+// Set-Cookie, which only the response's first read carries
+// (deliversCookies). At the monitor's /response (atMonitor) it adds Expires,
+// when the response will be deleted, and the Cache-Control of
+// responseCacheControl; and the answer to a HEAD request is served as one,
+// its status and headers without a body, and without the Content-Length
+// that would promise one to the GET of a client following the 303.
+func (m *Middleware) writeResponse(w http.ResponseWriter, r *http.Request, op *backend.Operation, atMonitor bool) {
 	plain, err := m.sealer.open(op.ID, op.Response)
 	var stored *storedResponse
 	if err == nil {
 		stored, err = unmarshalStoredResponse(plain)
 	}
 	if err != nil {
-		m.cfg.Logger.Error("asyncreply: stored response unreadable", "operation", op.ID, "error", err)
-		writeProblem(w, http.StatusInternalServerError, "Stored response unreadable",
-			"The stored response could not be read back.")
+		m.writeUnreadable(w, op, err)
+		return
+	}
+	withCookies, err := m.deliversCookies(r.Context(), op, stored)
+	switch {
+	case errors.Is(err, backend.ErrNotFound): // deleted or swept meanwhile
+		writeNotFound(w)
+		return
+	case err != nil && atMonitor:
+		m.cfg.Logger.Error("asyncreply: marking a response collected failed", "operation", op.ID, "error", err)
+		writeUnavailable(w, m.retryAfter)
+		return
+	case err != nil:
+		// Answered 503, the submitting client would submit again; with 202
+		// it collects the response, cookies and all, once the store answers.
+		m.cfg.Logger.Warn("asyncreply: marking a response collected failed; answering 202", "operation", op.ID, "error", err)
+		m.writeAccepted(w, r, op, false)
 		return
 	}
 	h := w.Header()
 	for name, values := range stored.Header {
 		switch name {
-		case "Vary", "Set-Cookie":
-			// Both may have been set on this answer already (Vary by us,
-			// cookies by the application's middleware on first arrival).
+		case "Set-Cookie":
+			if withCookies {
+				// The application's middleware may have set cookies on
+				// this answer already, on the submitting request.
+				h[name] = append(h[name], values...)
+			}
+		case "Vary": // set by us on an answer within Prefer: wait
 			h[name] = append(h[name], values...)
 		default:
 			h[name] = values
 		}
 	}
-	h.Set("Expires", expiresHeader(op.ExpiresAt))
+	if atMonitor {
+		h.Set("Expires", expiresHeader(op.ExpiresAt))
+		h["Cache-Control"] = m.responseCacheControl(stored.Header["Cache-Control"])
+		if stored.Head {
+			h.Del("Content-Length")
+		}
+	}
 	w.WriteHeader(stored.StatusCode)
-	if r.Method != http.MethodHead {
+	if r.Method != http.MethodHead && !stored.Head {
 		w.Write(stored.Body)
 	}
 }

@@ -30,6 +30,9 @@ type storedResponse struct {
 	StatusCode int
 	Header     http.Header
 	Body       []byte
+	// Head marks the answer to a HEAD request: it has no body, and its
+	// Content-Length, if any, is the length of the body a GET would have.
+	Head bool
 }
 
 // The encodings are length-prefixed binary, versioned by their first byte:
@@ -37,7 +40,11 @@ type storedResponse struct {
 const (
 	recordedRequestV1 = 1
 	storedResponseV1  = 1
+	storedResponseV2  = 2 // V1 with a flags byte after the status code
 )
+
+// storedResponseHead is the flag of a storedResponse.Head.
+const storedResponseHead = 1 << 0
 
 func (rr *recordedRequest) marshal() []byte {
 	size := 32 + len(rr.Method) + len(rr.RequestURI) + len(rr.Host) + len(rr.RemoteAddr) + headerSize(rr.Header) + len(rr.Body)
@@ -117,18 +124,28 @@ var replayedTLS = &tls.ConnectionState{HandshakeComplete: true}
 
 func (sr *storedResponse) marshal() []byte {
 	b := make([]byte, 0, 16+headerSize(sr.Header)+len(sr.Body))
-	b = append(b, storedResponseV1)
+	b = append(b, storedResponseV2)
 	b = binary.AppendUvarint(b, uint64(sr.StatusCode))
+	var flags byte
+	if sr.Head {
+		flags |= storedResponseHead
+	}
+	b = append(b, flags)
 	b = appendHeader(b, sr.Header)
 	return appendBytes(b, sr.Body)
 }
 
 func unmarshalStoredResponse(data []byte) (*storedResponse, error) {
 	d := decoder{data: data}
-	if v := d.byte(); v != storedResponseV1 {
-		return nil, fmt.Errorf("stored response: unknown encoding version %d", v)
+	version := d.byte()
+	if version != storedResponseV1 && version != storedResponseV2 {
+		return nil, fmt.Errorf("stored response: unknown encoding version %d", version)
 	}
-	sr := &storedResponse{StatusCode: int(d.uvarint()), Header: d.header(), Body: d.bytes()}
+	sr := &storedResponse{StatusCode: int(d.uvarint())}
+	if version >= storedResponseV2 {
+		sr.Head = d.byte()&storedResponseHead != 0
+	}
+	sr.Header, sr.Body = d.header(), d.bytes()
 	if d.err != nil {
 		return nil, fmt.Errorf("stored response: %w", d.err)
 	}

@@ -107,19 +107,21 @@ func (b *recordingBody) finish() ([]byte, error) {
 // response to store it. Streaming handlers work (Flush is accepted, and the
 // stored body is everything written); a body over the limit makes writes
 // fail so that the handler stops, and the operation fails rather than store a
-// truncated response.
+// truncated response. The replay of a HEAD request keeps no body: as
+// net/http does, it accepts and discards what the handler writes.
 type responseRecorder struct {
 	header      http.Header // the handler's, which it may keep changing
 	sent        http.Header // a snapshot taken at WriteHeader, as net/http would send
 	status      int
 	body        bytes.Buffer
 	limit       int64
+	head        bool // recording the answer to a HEAD request
 	overflow    bool
 	wroteHeader bool
 }
 
-func newResponseRecorder(limit int64) *responseRecorder {
-	return &responseRecorder{header: make(http.Header), limit: limit}
+func newResponseRecorder(limit int64, method string) *responseRecorder {
+	return &responseRecorder{header: make(http.Header), limit: limit, head: method == http.MethodHead}
 }
 
 func (rec *responseRecorder) Header() http.Header { return rec.header }
@@ -136,6 +138,9 @@ var errResponseTooLarge = errors.New("response body exceeds the configured limit
 
 func (rec *responseRecorder) Write(p []byte) (int, error) {
 	rec.WriteHeader(http.StatusOK)
+	if rec.head {
+		return len(p), nil
+	}
 	if rec.overflow || int64(rec.body.Len()+len(p)) > rec.limit {
 		rec.overflow = true
 		return 0, errResponseTooLarge
@@ -165,5 +170,5 @@ func (rec *responseRecorder) response() *storedResponse {
 			header[http.CanonicalHeaderKey(trailer)] = vs
 		}
 	}
-	return &storedResponse{StatusCode: rec.status, Header: header, Body: rec.body.Bytes()}
+	return &storedResponse{StatusCode: rec.status, Header: header, Body: rec.body.Bytes(), Head: rec.head}
 }

@@ -97,6 +97,9 @@ type Operation struct {
 	// ExpiresAt is when a done operation may be swept: the time it finished
 	// plus Retention. Zero while the operation is not done.
 	ExpiresAt time.Time
+	// CollectedAt is when MarkCollected first marked the stored response
+	// collected; zero until then. Create ignores it.
+	CollectedAt time.Time
 }
 
 // Expired reports whether op is done and its retention has passed at now.
@@ -190,6 +193,20 @@ type Backend interface {
 	// canceled operation changes nothing and returns nil. It returns
 	// ErrNotFound when the operation does not exist.
 	Cancel(ctx context.Context, id string, at time.Time) error
+
+	// MarkCollected marks the stored response of a succeeded operation
+	// collected at at, and reports whether this call was the first to:
+	// what a response may deliver only once (its Set-Cookie headers, as a
+	// synchronous caller would have received them) goes to that caller
+	// alone. Of concurrent calls, in any processes sharing the store,
+	// exactly one returns first = true; later calls return false and leave
+	// CollectedAt as the first one set it. It returns false, and changes
+	// nothing, for an operation that has no response to collect (not done
+	// yet, failed, or canceled), so that collecting it early does not use
+	// up the collection. It returns ErrNotFound when the operation does not
+	// exist. It changes neither UpdatedAt nor anything a watcher waits for,
+	// so it need not wake watchers.
+	MarkCollected(ctx context.Context, id string, at time.Time) (first bool, err error)
 
 	// Sweep deletes operations whose ExpiresAt is not after now and returns
 	// how many it deleted. Operations that are not done are never swept.

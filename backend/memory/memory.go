@@ -100,7 +100,7 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 	stored.Fingerprint = bytes.Clone(op.Fingerprint)
 	stored.Status = backend.NotStarted
 	stored.Attempt = 0
-	stored.Response, stored.Failure, stored.ExpiresAt = nil, nil, time.Time{}
+	stored.Response, stored.Failure, stored.ExpiresAt, stored.CollectedAt = nil, nil, time.Time{}, time.Time{}
 	if stored.UpdatedAt.IsZero() {
 		stored.UpdatedAt = stored.CreatedAt
 	}
@@ -196,6 +196,21 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 		cancel(backend.ErrCanceled)
 	}
 	return nil
+}
+
+// MarkCollected implements backend.Backend.
+func (b *Backend) MarkCollected(ctx context.Context, id string, at time.Time) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	op, ok := b.ops[id]
+	if !ok {
+		return false, backend.ErrNotFound
+	}
+	if op.Status != backend.Succeeded || !op.CollectedAt.IsZero() {
+		return false, nil
+	}
+	op.CollectedAt = at
+	return true, nil
 }
 
 // Sweep implements backend.Backend.

@@ -43,6 +43,10 @@ var migrations = []string{
 		id      text PRIMARY KEY,
 		seen_at timestamptz NOT NULL
 	);`,
+
+	// When the stored response was first collected (its Set-Cookie
+	// delivered), NULL until then.
+	`ALTER TABLE {{.operation}} ADD COLUMN collected_at timestamptz;`,
 }
 
 // Migrate applies asyncreply's and River's migrations to schema (which it

@@ -158,7 +158,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 // columns are read in this order by scanOperation.
 const columns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
 	attempt, request, response, failure_status, failure_title, failure_detail,
-	timeout_us, retention_us, created_at, updated_at, expires_at`
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
 
 func scanOperation(row pgx.Row) (*backend.Operation, error) {
 	var (
@@ -166,12 +166,12 @@ func scanOperation(row pgx.Row) (*backend.Operation, error) {
 		failureStatus               *int
 		failureTitle, failureDetail *string
 		timeoutUS, retentionUS      int64
-		expiresAt                   *time.Time
+		expiresAt, collectedAt      *time.Time
 	)
 	err := row.Scan(&op.ID, &op.Owner, &op.IdempotencyKey, &op.Fingerprint, &op.Status,
 		&op.Progress.Percent, &op.Progress.Message, &op.Attempt, &op.Request, &op.Response,
 		&failureStatus, &failureTitle, &failureDetail, &timeoutUS, &retentionUS,
-		&op.CreatedAt, &op.UpdatedAt, &expiresAt)
+		&op.CreatedAt, &op.UpdatedAt, &expiresAt, &collectedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -182,6 +182,9 @@ func scanOperation(row pgx.Row) (*backend.Operation, error) {
 	op.Retention = time.Duration(retentionUS) * time.Microsecond
 	if expiresAt != nil {
 		op.ExpiresAt = *expiresAt
+	}
+	if collectedAt != nil {
+		op.CollectedAt = *collectedAt
 	}
 	return &op, nil
 }
@@ -297,7 +300,7 @@ func (b *Backend) insert(ctx context.Context, tx pgx.Tx, ops []*backend.Operatio
 	for i, op := range ops {
 		s := *op
 		s.Status, s.Attempt, s.Progress = backend.NotStarted, 0, backend.Progress{}
-		s.Response, s.Failure, s.ExpiresAt = nil, nil, time.Time{}
+		s.Response, s.Failure, s.ExpiresAt, s.CollectedAt = nil, nil, time.Time{}, time.Time{}
 		s.CreatedAt = s.CreatedAt.Truncate(time.Microsecond)
 		s.UpdatedAt = cmp.Or(s.UpdatedAt, s.CreatedAt).Truncate(time.Microsecond)
 		stored[i] = &s
@@ -462,6 +465,24 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 		return translate(fmt.Errorf("postgres: cancel: %w", err))
 	}
 	return translate(tx.Commit(ctx))
+}
+
+// MarkCollected implements backend.Backend. Concurrent updates of the row
+// wait for each other, and each re-checks collected_at once the one before
+// it commits, so only the first finds it NULL.
+func (b *Backend) MarkCollected(ctx context.Context, id string, at time.Time) (bool, error) {
+	tag, err := b.pool.Exec(ctx, "UPDATE "+b.names.operation+` SET collected_at = $2
+		WHERE id = $1 AND status = 'Succeeded' AND collected_at IS NULL`, id, at)
+	if err != nil {
+		return false, translate(fmt.Errorf("postgres: mark collected: %w", err))
+	}
+	if tag.RowsAffected() == 1 {
+		return true, nil
+	}
+	if err := b.whyUnchanged(ctx, id); !errors.Is(err, backend.ErrFinished) {
+		return false, err
+	}
+	return false, nil // collected already, or nothing to collect
 }
 
 // Sweep implements backend.Backend. It also repairs what River cannot, or

@@ -68,6 +68,10 @@ var migrations = []string{
 		id      TEXT PRIMARY KEY NOT NULL,
 		seen_at INTEGER NOT NULL
 	) STRICT;`,
+
+	// When the stored response was first collected (its Set-Cookie
+	// delivered), NULL until then.
+	`ALTER TABLE asyncreply_operation ADD COLUMN collected_at INTEGER;`,
 }
 
 // Migrate applies River's migrations and asyncreply's to db, which must have

@@ -257,7 +257,7 @@ func connect(ctx context.Context, db *sql.DB) error {
 // columns are read in this order by scanOperation.
 const columns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
 	attempt, request, response, failure_status, failure_title, failure_detail,
-	timeout_us, retention_us, created_at, updated_at, expires_at`
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
 
 func scanOperation(row interface{ Scan(...any) error }) (*backend.Operation, error) {
 	var (
@@ -266,12 +266,12 @@ func scanOperation(row interface{ Scan(...any) error }) (*backend.Operation, err
 		failureTitle, failureDetail sql.NullString
 		timeoutUS, retentionUS      int64
 		createdAt, updatedAt        int64
-		expiresAt                   sql.NullInt64
+		expiresAt, collectedAt      sql.NullInt64
 	)
 	err := row.Scan(&op.ID, &op.Owner, &op.IdempotencyKey, &op.Fingerprint, &op.Status,
 		&op.Progress.Percent, &op.Progress.Message, &op.Attempt, &op.Request, &op.Response,
 		&failureStatus, &failureTitle, &failureDetail, &timeoutUS, &retentionUS,
-		&createdAt, &updatedAt, &expiresAt)
+		&createdAt, &updatedAt, &expiresAt, &collectedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -283,6 +283,9 @@ func scanOperation(row interface{ Scan(...any) error }) (*backend.Operation, err
 	op.CreatedAt, op.UpdatedAt = fromMicros(createdAt), fromMicros(updatedAt)
 	if expiresAt.Valid {
 		op.ExpiresAt = fromMicros(expiresAt.Int64)
+	}
+	if collectedAt.Valid {
+		op.CollectedAt = fromMicros(collectedAt.Int64)
 	}
 	return &op, nil
 }
@@ -399,7 +402,7 @@ func (b *Backend) createInTx(ctx context.Context, tx *sql.Tx, op *backend.Operat
 	stored := *op
 	stored.Fingerprint, stored.Request = bytes.Clone(op.Fingerprint), bytes.Clone(op.Request)
 	stored.Status, stored.Attempt, stored.Progress = backend.NotStarted, 0, backend.Progress{}
-	stored.Response, stored.Failure, stored.ExpiresAt = nil, nil, time.Time{}
+	stored.Response, stored.Failure, stored.ExpiresAt, stored.CollectedAt = nil, nil, time.Time{}, time.Time{}
 	stored.CreatedAt = fromMicros(micros(stored.CreatedAt))
 	stored.UpdatedAt = fromMicros(micros(cmp.Or(stored.UpdatedAt, stored.CreatedAt)))
 	_, err = tx.ExecContext(ctx, `INSERT INTO asyncreply_operation (id, owner, idempotency_key, fingerprint, status,
@@ -592,6 +595,33 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 	}
 	b.watchers.Notify(id)
 	return nil
+}
+
+// MarkCollected implements backend.Backend. SQLite lets one writer at a
+// time change the row, so of concurrent calls, in any process, only the
+// first finds collected_at NULL.
+func (b *Backend) MarkCollected(ctx context.Context, id string, at time.Time) (bool, error) {
+	db, release, err := b.database()
+	if err != nil {
+		return false, fmt.Errorf("sqlite: mark collected: %w", err)
+	}
+	defer release()
+	result, err := db.ExecContext(ctx, `UPDATE asyncreply_operation SET collected_at = ?
+		WHERE id = ? AND status = 'Succeeded' AND collected_at IS NULL`, micros(at), id)
+	if err != nil {
+		return false, translate(fmt.Errorf("sqlite: mark collected: %w", err))
+	}
+	n, err := result.RowsAffected()
+	if err != nil {
+		return false, translate(fmt.Errorf("sqlite: mark collected: %w", err))
+	}
+	if n == 1 {
+		return true, nil
+	}
+	if err := whyUnchanged(ctx, db, id); !errors.Is(err, backend.ErrFinished) {
+		return false, err
+	}
+	return false, nil // collected already, or nothing to collect
 }
 
 // Sweep implements backend.Backend. It also fails operations whose River job
