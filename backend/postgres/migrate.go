@@ -43,6 +43,9 @@ var migrations = []string{
 		id      text PRIMARY KEY,
 		seen_at timestamptz NOT NULL
 	);`,
+
+	// The operations waiting to run, counted by Create when it bounds them.
+	`CREATE INDEX ON {{.operation}} (owner) WHERE status = 'NotStarted';`,
 }
 
 // Migrate applies asyncreply's and River's migrations to schema (which it

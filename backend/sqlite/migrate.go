@@ -68,6 +68,10 @@ var migrations = []string{
 		id      TEXT PRIMARY KEY NOT NULL,
 		seen_at INTEGER NOT NULL
 	) STRICT;`,
+
+	// The operations waiting to run, counted by Create when it bounds them.
+	`CREATE INDEX asyncreply_operation_waiting ON asyncreply_operation (owner)
+		WHERE status = 'NotStarted';`,
 }
 
 // Migrate applies River's migrations and asyncreply's to db, which must have
