@@ -100,7 +100,20 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteO
 	ctx, cancel := storeContext(r.Context())
 	stored, created, err := m.cfg.Backend.Create(ctx, op)
 	cancel()
-	if err != nil {
+	switch {
+	case errors.Is(err, backend.ErrOwnerQueueFull):
+		m.cfg.Logger.Warn("asyncreply: an owner has too many operations waiting to run; answering 429", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.Header().Set("Retry-After", m.retryAfter)
+		writeProblem(w, http.StatusTooManyRequests, "Too many operations waiting",
+			"You have as many operations waiting to run as one caller may; this one was not accepted. Retry once some have started.")
+		return
+	case errors.Is(err, backend.ErrQueueFull):
+		m.cfg.Logger.Warn("asyncreply: too many operations waiting to run; answering 503", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.Header().Set("Retry-After", m.retryAfter)
+		writeProblem(w, http.StatusServiceUnavailable, "Too many operations waiting",
+			"The server has as many operations waiting to run as it holds; this one was not accepted. Retry later.")
+		return
+	case err != nil:
 		m.cfg.Logger.Error("asyncreply: storing an operation failed; answering 503", "method", r.Method, "path", r.URL.Path, "error", err)
 		writeUnavailable(w, m.retryAfter)
 		return
