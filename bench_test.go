@@ -118,7 +118,8 @@ func BenchmarkAccept(b *testing.B) {
 		})
 		b.Run(transport.name+"/memory-accept-only", func(b *testing.B) {
 			cfg := benchConfig()
-			cfg.Backend = memory.New(memory.Config{Concurrency: 1})
+			// Unbounded: held, the operations only pile up.
+			cfg.Backend = memory.New(memory.Config{Concurrency: 1, MaxQueued: -1, MaxQueuedBytes: -1})
 			app, release := heldApp()
 			h := newBenchMiddleware(b, cfg, app)
 			b.Cleanup(release) // before the Middleware's Shutdown, registered earlier

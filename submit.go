@@ -99,7 +99,7 @@ func (m *Middleware) record(w http.ResponseWriter, st *requestState) (*recordedR
 
 // store persists the recorded request as a new operation of owner, or finds
 // the one an Idempotency-Key names, and reports whether it created it. It
-// answers the request itself (400, 422, 503) and returns false when there
+// answers the request itself (400, 422, 429, 503) and returns false when there
 // is no operation to answer with.
 func (m *Middleware) store(w http.ResponseWriter, r *http.Request, recorded *recordedRequest, owner string, opts RouteOptions) (*backend.Operation, bool, bool) {
 	key := r.Header.Get("Idempotency-Key")
@@ -127,7 +127,20 @@ func (m *Middleware) store(w http.ResponseWriter, r *http.Request, recorded *rec
 	ctx, cancel := storeContext(r.Context())
 	stored, created, err := m.cfg.Backend.Create(ctx, op)
 	cancel()
-	if err != nil {
+	switch {
+	case errors.Is(err, backend.ErrOwnerQueueFull):
+		m.cfg.Logger.Info("asyncreply: an owner has too many operations waiting to run; answering 429", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.Header().Set("Retry-After", m.retryAfter)
+		writeProblem(w, http.StatusTooManyRequests, "Too many operations waiting",
+			"You have as many operations waiting to run as one caller may; this one was not accepted. Retry once some have started.")
+		return nil, false, false
+	case errors.Is(err, backend.ErrQueueFull):
+		m.cfg.Logger.Info("asyncreply: too many operations waiting to run; answering 503", "method", r.Method, "path", r.URL.Path, "error", err)
+		w.Header().Set("Retry-After", m.retryAfter)
+		writeProblem(w, http.StatusServiceUnavailable, "Too many operations waiting",
+			"The server has as many operations waiting to run as it holds; this one was not accepted. Retry later.")
+		return nil, false, false
+	case err != nil:
 		m.cfg.Logger.Error("asyncreply: storing an operation failed; answering 503", "method", r.Method, "path", r.URL.Path, "error", err)
 		writeUnavailable(w, m.retryAfter)
 		return nil, false, false

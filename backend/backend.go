@@ -158,7 +158,9 @@ type Backend interface {
 	// exists that is neither expired (judged at op.CreatedAt) nor canceled,
 	// Create stores nothing and returns that operation with created false. Once Create returns without
 	// error, Get finds the operation, in this process and in every other
-	// process sharing the store.
+	// process sharing the store. When the backend bounds the operations
+	// waiting to run and op would exceed a bound, Create stores nothing and
+	// returns ErrQueueFull or ErrOwnerQueueFull.
 	Create(ctx context.Context, op *Operation) (stored *Operation, created bool, err error)
 
 	// Get returns the operation with the given ID, or ErrNotFound. It may
@@ -244,4 +246,20 @@ var (
 	ErrCanceled = errors.New("operation canceled")
 	// ErrShutdown is the cause of an execution context canceled by Stop.
 	ErrShutdown = errors.New("backend shutting down")
+)
+
+// Admission control: a backend may bound the operations waiting to run
+// (NotStarted), so that a burst of submissions cannot hold more than the
+// process or the store can. Past a bound, Create stores nothing and returns
+// one of these (wrapped); callers answer that the client may retry later.
+// An idempotent retry, which returns an existing operation and stores
+// nothing, is never refused.
+var (
+	// ErrQueueFull: as many operations are waiting to run as the backend
+	// holds in total.
+	ErrQueueFull = errors.New("too many operations waiting to run")
+	// ErrOwnerQueueFull: the operation's Owner has as many operations
+	// waiting to run as one owner may. Operations without an Owner are
+	// bounded only in total.
+	ErrOwnerQueueFull = errors.New("too many operations of this owner waiting to run")
 )

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/backend/backendurl"
 	"github.com/asyncreply/asyncreply/internal/benchutil"
 )
 
@@ -91,9 +92,11 @@ the accept path alone.`,
 }
 
 // acceptOnly serves Reports on a new backend of kind k that executes
-// nothing, as a gateway beside separate workers does.
+// nothing, as a gateway beside separate workers does. With nothing run,
+// what waits only grows: the backend is unbounded, so that what is
+// measured is accepting, not memory's refusals past its default bound.
 func acceptOnly(ctx context.Context, e *env, stops *stack, k kind) (target, error) {
-	be, err := e.open(ctx, k, 0)
+	be, err := e.openWith(ctx, k, backendurl.Options{MaxQueued: -1})
 	if err != nil {
 		return target{}, err
 	}

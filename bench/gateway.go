@@ -74,11 +74,12 @@ alone.`,
 	gatewaySrv := httptest.NewServer(g.Handler())
 	stops.push(func() { gatewaySrv.Close(); g.Shutdown(context.Background()) })
 	// The accept path alone, as a gateway beside separate workers: its
-	// backend executes nothing.
+	// backend executes nothing, and is unbounded, for what waits only
+	// piles up.
 	acceptOnly, err := gateway.New(gateway.Config{
 		Upstream: upstreamSrv.URL,
 		Async:    []gateway.Route{{Pattern: "GET /slow/{id}"}},
-		Backend:  benchutil.AcceptOnly{Backend: memory.New(memory.Config{})},
+		Backend:  benchutil.AcceptOnly{Backend: memory.New(memory.Config{MaxQueued: -1, MaxQueuedBytes: -1})},
 		Logger:   quiet,
 	})
 	if err != nil {

@@ -171,6 +171,11 @@ func (e *env) kinds() []kind {
 // operations at once (0: the backend's default), as the gateway and the
 // worker command open theirs.
 func (e *env) open(ctx context.Context, k kind, concurrency int) (backend.Backend, error) {
+	return e.openWith(ctx, k, backendurl.Options{Concurrency: concurrency})
+}
+
+// openWith is open with the backend's options spelled out.
+func (e *env) openWith(ctx context.Context, k kind, opts backendurl.Options) (backend.Backend, error) {
 	var rawURL string
 	switch k.name {
 	case "memory":
@@ -192,7 +197,8 @@ func (e *env) open(ctx context.Context, k kind, concurrency int) (backend.Backen
 		u.RawQuery = q.Encode()
 		rawURL = u.String()
 	}
-	return backendurl.Open(ctx, rawURL, backendurl.Options{Concurrency: concurrency, Logger: quiet})
+	opts.Logger = quiet
+	return backendurl.Open(ctx, rawURL, opts)
 }
 
 var quiet = slog.New(slog.DiscardHandler)

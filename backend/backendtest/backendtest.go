@@ -10,6 +10,9 @@
 //		})
 //	}
 //
+// A backend that bounds the operations waiting to run also runs
+// [RunBounded], whose factory is given the bounds to make it with.
+//
 // When the contract in package backend changes, this suite changes first.
 package backendtest
 

@@ -28,6 +28,17 @@ type Options struct {
 	Concurrency int
 	// Logger receives the backend's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// MaxQueued bounds the operations waiting to run: past it, Create
+	// refuses with backend.ErrQueueFull. A negative value sets no bound,
+	// for memory: on their bytes either. Defaults to each backend's own:
+	// memory.DefaultMaxQueued, and memory.DefaultMaxQueuedBytes on their
+	// bytes, for memory:; no bound for SQLite and PostgreSQL, whose queue
+	// is on disk.
+	MaxQueued int
+	// MaxQueuedPerOwner bounds the operations of one owner waiting to run:
+	// past it, Create refuses with backend.ErrOwnerQueueFull. Defaults to
+	// 0: no bound per owner, on every backend.
+	MaxQueuedPerOwner int
 }
 
 // Open returns the backend rawURL names, ready to be given to
@@ -40,13 +51,20 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 	}
 	switch strings.ToLower(scheme) {
 	case "memory":
-		return memory.New(memory.Config{Concurrency: opts.Concurrency}), nil
+		cfg := memory.Config{Concurrency: opts.Concurrency, MaxQueued: opts.MaxQueued, MaxQueuedPerOwner: opts.MaxQueuedPerOwner}
+		if opts.MaxQueued < 0 {
+			cfg.MaxQueuedBytes = -1
+		}
+		return memory.New(cfg), nil
 	case "sqlite":
 		path, ok := strings.CutPrefix(rawURL[len(scheme):], "://")
 		if !ok || path == "" {
 			return nil, fmt.Errorf("backend URL %q: want sqlite://PATH, e.g. sqlite://./asyncreply.db or sqlite:///var/lib/asyncreply.db", rawURL)
 		}
-		return sqlite.New(ctx, sqlite.Config{Path: path, Concurrency: opts.Concurrency, Logger: opts.Logger})
+		return sqlite.New(ctx, sqlite.Config{
+			Path: path, Concurrency: opts.Concurrency, Logger: opts.Logger,
+			MaxQueued: opts.MaxQueued, MaxQueuedPerOwner: opts.MaxQueuedPerOwner,
+		})
 	case "postgres", "postgresql":
 		return openPostgres(ctx, rawURL, opts)
 	default:
@@ -74,7 +92,10 @@ func openPostgres(ctx context.Context, rawURL string, opts Options) (backend.Bac
 	if err != nil {
 		return nil, fmt.Errorf("backend URL: %w", err)
 	}
-	b, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, Concurrency: opts.Concurrency, Logger: opts.Logger})
+	b, err := postgres.New(ctx, postgres.Config{
+		Pool: pool, Schema: schema, Concurrency: opts.Concurrency, Logger: opts.Logger,
+		MaxQueued: opts.MaxQueued, MaxQueuedPerOwner: opts.MaxQueuedPerOwner,
+	})
 	if err != nil {
 		pool.Close()
 		return nil, err

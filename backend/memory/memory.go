@@ -7,6 +7,12 @@
 // it stops are failed with 503 rather than handed to another process. Use a
 // durable backend (SQLite for one machine, PostgreSQL for several) when
 // operations must survive a restart.
+//
+// What it holds is bounded: the operations waiting for a worker, in number
+// and in the bytes of their recorded requests (Config.MaxQueued and
+// Config.MaxQueuedBytes), so that a burst of submissions is refused with
+// backend.ErrQueueFull (a 503 to the client) rather than grow the heap until
+// the process dies.
 package memory
 
 import (
@@ -21,25 +27,62 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/internal/admission"
 	"github.com/asyncreply/asyncreply/backend/internal/watch"
 )
 
-// DefaultConcurrency is how many operations run at once by default. Replayed
-// handlers are usually waiting on I/O, so this is far more than the number of
-// cores.
-const DefaultConcurrency = 100
+// Defaults of Config's fields.
+const (
+	// DefaultConcurrency is how many operations run at once by default.
+	// Replayed handlers are usually waiting on I/O, so this is far more
+	// than the number of cores.
+	DefaultConcurrency = 100
+
+	// DefaultMaxQueued is how many operations may wait for a worker by
+	// default: a hundred times DefaultConcurrency, minutes of backlog for
+	// handlers that take seconds, and a few megabytes of bookkeeping.
+	DefaultMaxQueued = 10_000
+
+	// DefaultMaxQueuedBytes bounds by default the recorded requests of the
+	// operations waiting for a worker, the bulk of what they hold: what a
+	// small machine spares without noticing, and room for a thousand
+	// 64 KiB bodies.
+	DefaultMaxQueuedBytes = 64 << 20
+)
 
 // Config configures a memory backend. The zero value is ready to use.
 type Config struct {
 	// Concurrency is the number of operations executed at once; further
-	// operations wait in a queue of unbounded length. Defaults to
-	// DefaultConcurrency.
+	// operations wait in a queue, which MaxQueued and MaxQueuedBytes bound.
+	// Defaults to DefaultConcurrency.
 	Concurrency int
+
+	// MaxQueued bounds the operations waiting for a worker: past it, Create
+	// stores nothing and returns backend.ErrQueueFull. A negative value
+	// sets no bound. Defaults to DefaultMaxQueued.
+	MaxQueued int
+
+	// MaxQueuedBytes bounds the bytes of the recorded requests of the
+	// operations waiting for a worker: past it, Create stores nothing and
+	// returns backend.ErrQueueFull. An operation larger than the bound is
+	// accepted only when none waits. A negative value sets no bound.
+	// Defaults to DefaultMaxQueuedBytes.
+	MaxQueuedBytes int64
+
+	// MaxQueuedPerOwner bounds the operations of one owner waiting for a
+	// worker: past it, Create stores nothing and returns
+	// backend.ErrOwnerQueueFull, while other owners are still accepted.
+	// Operations without an owner count only towards MaxQueued. It is a
+	// matter of fairness between principals, who may be free to mint new
+	// owners (a cookie the server issues), not a guard of memory, which
+	// MaxQueued and MaxQueuedBytes are. Defaults to 0: no bound per owner.
+	MaxQueuedPerOwner int
 }
 
 // Backend is an in-memory backend.Backend. Create it with New.
 type Backend struct {
 	concurrency int
+	limits      admission.Limits
 
 	mu          sync.Mutex
 	work        *sync.Cond // signalled when queue grows or stopping is set
@@ -48,6 +91,7 @@ type Backend struct {
 	expiries    expiryHeap
 	queue       []string
 	running     map[string]context.CancelCauseFunc
+	waiting     waiting // the NotStarted operations, which limits bound
 	started     bool
 	stopping    bool
 
@@ -67,9 +111,15 @@ var _ backend.Backend = (*Backend)(nil)
 func New(cfg Config) *Backend {
 	b := &Backend{
 		concurrency: cmp.Or(max(cfg.Concurrency, 0), DefaultConcurrency),
+		limits: admission.Limits{
+			Queued:         cmp.Or(cfg.MaxQueued, DefaultMaxQueued),
+			QueuedBytes:    cmp.Or(cfg.MaxQueuedBytes, DefaultMaxQueuedBytes),
+			QueuedPerOwner: cfg.MaxQueuedPerOwner,
+		},
 		ops:         make(map[string]*backend.Operation),
 		idempotency: make(map[idempotencyKey]string),
 		running:     make(map[string]context.CancelCauseFunc),
+		waiting:     waiting{perOwner: make(map[string]int)},
 	}
 	b.work = sync.NewCond(&b.mu)
 	return b
@@ -91,7 +141,12 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 		if ok && !existing.Expired(op.CreatedAt) && existing.Status != backend.Canceled {
 			return clone(existing), false, nil
 		}
-		b.idempotency[key] = op.ID
+	}
+	if err := b.limits.Admit(b.waiting.of(op.Owner), op.Owner, len(op.Request)); err != nil {
+		return nil, false, fmt.Errorf("memory: create: %w", err)
+	}
+	if op.IdempotencyKey != "" {
+		b.idempotency[idempotencyKey{op.Owner, op.IdempotencyKey}] = op.ID
 	}
 	stored := clone(op)
 	// The backend owns what it stores: a caller reusing its buffers must not
@@ -105,6 +160,7 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 		stored.UpdatedAt = stored.CreatedAt
 	}
 	b.ops[op.ID] = stored
+	b.waiting.add(stored)
 	b.queue = append(b.queue, op.ID)
 	b.work.Signal()
 	return clone(stored), true, nil
@@ -131,7 +187,7 @@ func (b *Backend) MarkRunning(ctx context.Context, id string, at time.Time) (*ba
 	if err != nil {
 		return nil, err
 	}
-	op.Status = backend.Running
+	b.setStatus(op, backend.Running)
 	op.Attempt++
 	op.UpdatedAt = at
 	b.notify(id)
@@ -168,7 +224,7 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 	if err != nil {
 		return false, err
 	}
-	op.Status = outcome.Status
+	b.setStatus(op, outcome.Status)
 	op.Response = bytes.Clone(outcome.Response)
 	if outcome.Failure != nil {
 		failure := *outcome.Failure
@@ -189,7 +245,7 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 	if op.Status == backend.Canceled {
 		return nil
 	}
-	op.Status = backend.Canceled
+	b.setStatus(op, backend.Canceled)
 	op.Response, op.Failure = nil, nil
 	b.finish(op, at)
 	if cancel, ok := b.running[id]; ok {
@@ -349,7 +405,7 @@ func (b *Backend) abandon(id string) {
 	if err != nil {
 		return
 	}
-	op.Status = backend.Failed
+	b.setStatus(op, backend.Failed)
 	op.Failure = &backend.Failure{
 		Status: http.StatusServiceUnavailable,
 		Title:  "Operation abandoned",
@@ -371,6 +427,15 @@ func (b *Backend) unfinished(id string) (*backend.Operation, error) {
 	return op, nil
 }
 
+// setStatus moves op to status, and out of the operations waiting to run
+// when it was one. Called with b.mu held.
+func (b *Backend) setStatus(op *backend.Operation, status backend.Status) {
+	if op.Status == backend.NotStarted && status != backend.NotStarted {
+		b.waiting.remove(op)
+	}
+	op.Status = status
+}
+
 // finish records that op became done at at. Called with b.mu held.
 func (b *Backend) finish(op *backend.Operation, at time.Time) {
 	op.Request = nil // credentials are kept no longer than needed
@@ -383,6 +448,35 @@ func (b *Backend) finish(op *backend.Operation, at time.Time) {
 // notify wakes the watchers of id. Called with b.mu held, so that watchers
 // are woken in the order of changes.
 func (b *Backend) notify(id string) { b.watchers.Notify(id) }
+
+// waiting counts the operations waiting to run, as admission bounds them.
+type waiting struct {
+	count    int
+	bytes    int64
+	perOwner map[string]int // only owners with operations waiting, so that it never outgrows them
+}
+
+// of returns what waits, with owner's share.
+func (w *waiting) of(owner string) admission.Queued {
+	return admission.Queued{Count: w.count, Bytes: w.bytes, OwnerCount: w.perOwner[owner]}
+}
+
+// add counts op, whose Request is the backend's own copy. Its capacity is
+// what it takes on the heap: a large allocation is rounded up to whole
+// pages, an eighth more for a body just over 64 KiB.
+func (w *waiting) add(op *backend.Operation) {
+	w.count++
+	w.bytes += int64(cap(op.Request))
+	w.perOwner[op.Owner]++
+}
+
+func (w *waiting) remove(op *backend.Operation) {
+	w.count--
+	w.bytes -= int64(cap(op.Request))
+	if w.perOwner[op.Owner]--; w.perOwner[op.Owner] <= 0 {
+		delete(w.perOwner, op.Owner)
+	}
+}
 
 func clone(op *backend.Operation) *backend.Operation {
 	c := *op

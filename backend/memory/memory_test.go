@@ -20,17 +20,21 @@ func TestMain(m *testing.M) {
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	backendtest.Run(t, func(t *testing.T) backend.Backend {
-		b := memory.New(memory.Config{})
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := b.Stop(ctx); err != nil {
-				t.Errorf("Stop: %v", err)
-			}
-		})
-		return b
+	backendtest.Run(t, func(t *testing.T) backend.Backend { return newStopped(t, memory.Config{}) })
+}
+
+// newStopped returns a backend configured by cfg, stopped at the end of
+// the test.
+func newStopped(t *testing.T, cfg memory.Config) *memory.Backend {
+	b := memory.New(cfg)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Stop(ctx); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
 	})
+	return b
 }
 
 // With nothing durable behind it, the memory backend cannot hand operations

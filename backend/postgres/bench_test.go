@@ -69,8 +69,15 @@ func BenchmarkNotificationLatency(b *testing.B) {
 // newAsyncreply serves the benchmark application on a PostgreSQL backend of
 // its own; without execute, the process only accepts.
 func newAsyncreply(b *testing.B, execute bool) http.Handler {
+	return newAsyncreplyWith(b, execute, postgres.Config{})
+}
+
+// newAsyncreplyWith is newAsyncreply on a backend configured by cfg, in a
+// pool and a schema of its own.
+func newAsyncreplyWith(b *testing.B, execute bool, cfg postgres.Config) http.Handler {
 	pool := testdb.Pool(b, 20)
-	pg, err := postgres.New(context.Background(), postgres.Config{Pool: pool, Schema: testdb.Schema(b, pool), Logger: slog.New(slog.DiscardHandler)})
+	cfg.Pool, cfg.Schema, cfg.Logger = pool, testdb.Schema(b, pool), slog.New(slog.DiscardHandler)
+	pg, err := postgres.New(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

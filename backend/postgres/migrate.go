@@ -47,6 +47,9 @@ var migrations = []string{
 	// When the stored response was first collected (its Set-Cookie
 	// delivered), NULL until then.
 	`ALTER TABLE {{.operation}} ADD COLUMN collected_at timestamptz;`,
+
+	// The operations waiting to run, counted by Create when it bounds them.
+	`CREATE INDEX ON {{.operation}} (owner) WHERE status = 'NotStarted';`,
 }
 
 // Migrate applies asyncreply's and River's migrations to schema (which it

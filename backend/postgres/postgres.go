@@ -29,6 +29,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/internal/admission"
 	"github.com/asyncreply/asyncreply/backend/internal/groupcommit"
 	"github.com/asyncreply/asyncreply/backend/internal/riverjob"
 	"github.com/asyncreply/asyncreply/backend/internal/watch"
@@ -77,6 +78,21 @@ type Config struct {
 	// Logger receives River's logs and the backend's. Defaults to
 	// slog.Default().
 	Logger *slog.Logger
+
+	// MaxQueued bounds the operations waiting to run, those of every
+	// process sharing the schema: past it, Create stores nothing and
+	// returns backend.ErrQueueFull. With a bound, Creates take turns on an
+	// advisory lock of the schema between counting and committing, so that
+	// processes accepting together never pass it. Every process that
+	// accepts should use the same value. Defaults to 0: no bound, the queue
+	// being on disk.
+	MaxQueued int
+
+	// MaxQueuedPerOwner bounds the operations of one owner waiting to run:
+	// past it, Create stores nothing and returns backend.ErrOwnerQueueFull,
+	// while other owners are still accepted. Operations without an owner
+	// count only towards MaxQueued. Defaults to 0: no bound per owner.
+	MaxQueuedPerOwner int
 }
 
 // Backend is a PostgreSQL backend.Backend. Create it with New.
@@ -89,6 +105,7 @@ type Backend struct {
 
 	rescueAfter time.Duration
 	deadAfter   time.Duration // a process silent this long is dead
+	limits      admission.Limits
 
 	watchers     watch.Hub
 	creates      *groupcommit.Committer
@@ -123,6 +140,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	b := &Backend{
 		pool: cfg.Pool, names: newTableNames(cfg.Schema), logger: cfg.Logger,
 		rescueAfter: cfg.RescueAfter, deadAfter: riverjob.DeadAfter(cfg.HeartbeatInterval),
+		limits: admission.Limits{Queued: cfg.MaxQueued, QueuedPerOwner: cfg.MaxQueuedPerOwner},
 	}
 	id := riverjob.NewID()
 	b.worker = riverjob.NewWorker(b.Complete, riverjob.Liveness{
@@ -229,6 +247,13 @@ func (b *Backend) createAlone(ctx context.Context, op *backend.Operation) (*back
 			return nil, false, translate(fmt.Errorf("postgres: create: %w", err))
 		}
 	}
+	tally, err := b.tally(ctx, tx, []*backend.Operation{op})
+	if err != nil {
+		return nil, false, err
+	}
+	if err := tally.Admit(op.Owner); err != nil {
+		return nil, false, fmt.Errorf("postgres: create: %w", err)
+	}
 	stored, err := b.insert(ctx, tx, []*backend.Operation{op})
 	if err != nil {
 		return nil, false, err
@@ -239,7 +264,9 @@ func (b *Backend) createAlone(ctx context.Context, op *backend.Operation) (*back
 	return stored[0], true, nil
 }
 
-// createTogether implements groupcommit.Funcs.Together.
+// createTogether implements groupcommit.Funcs.Together. An operation
+// refused admission gets its refusal as its result; its batch-mates are
+// created.
 func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Request) ([]groupcommit.Result, error) {
 	results := make([]groupcommit.Result, len(batch))
 	var ops []*backend.Operation
@@ -260,6 +287,25 @@ func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Reques
 		return nil, translate(fmt.Errorf("postgres: create: %w", err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	tally, err := b.tally(ctx, tx, ops)
+	if err != nil {
+		return nil, err
+	}
+	if tally != nil {
+		var admitted []*backend.Operation
+		var admittedAt []int
+		for i, op := range ops {
+			if err := tally.Admit(op.Owner); err != nil {
+				results[positions[i]].Err = fmt.Errorf("postgres: create: %w", err)
+				continue
+			}
+			admitted, admittedAt = append(admitted, op), append(admittedAt, positions[i])
+		}
+		ops, positions = admitted, admittedAt
+		if len(ops) == 0 {
+			return results, nil
+		}
+	}
 	stored, err := b.insert(ctx, tx, ops)
 	if err != nil {
 		return nil, err
@@ -271,6 +317,50 @@ func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Reques
 		results[positions[i]] = groupcommit.Result{Stored: op, Created: true}
 	}
 	return results, nil
+}
+
+// tally counts, for a transaction that creates ops, the operations waiting
+// to run in the schema and of the owners of ops, or returns nil when no
+// bound is set, at no cost. It first takes the schema's admission lock,
+// held until the transaction ends, so that Creates in every process count
+// and insert one after the other and never pass a bound together; the
+// lock and the counts go in one round trip. Each count stops at its bound
+// and reads the partial index of waiting operations: it costs about what
+// waits, plus the entries of operations that have left since autovacuum
+// last cleared them.
+func (b *Backend) tally(ctx context.Context, tx pgx.Tx, ops []*backend.Operation) (*admission.Tally, error) {
+	if !b.limits.Bounded() {
+		return nil, nil
+	}
+	owners := b.limits.Owners(ops)
+	var batch pgx.Batch
+	batch.Queue("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "asyncreply admission "+b.names.operation)
+	// A statement of its own, after the lock: its snapshot then holds
+	// every Create committed before the lock was granted.
+	batch.Queue(`SELECT
+			(SELECT count(*) FROM (SELECT FROM `+b.names.operation+` WHERE status = 'NotStarted' LIMIT $1) AS waiting),
+			ARRAY(SELECT (SELECT count(*) FROM (SELECT FROM `+b.names.operation+` AS op
+					WHERE op.status = 'NotStarted' AND op.owner = owners.owner LIMIT $2) AS waiting)
+				FROM unnest($3::text[]) WITH ORDINALITY AS owners(owner, i) ORDER BY owners.i)`,
+		max(b.limits.Queued, 0), max(b.limits.QueuedPerOwner, 0), owners)
+	results := tx.SendBatch(ctx, &batch)
+	var total int
+	var ownerCounts []int
+	_, err := results.Exec()
+	if err == nil {
+		err = results.QueryRow().Scan(&total, &ownerCounts)
+	}
+	if closeErr := results.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: create: counting the operations waiting to run: %w", err))
+	}
+	counts := make(map[string]int, len(owners))
+	for i, owner := range owners {
+		counts[owner] = ownerCounts[i]
+	}
+	return admission.NewTally(b.limits, total, counts), nil
 }
 
 // createOne implements groupcommit.Funcs.Alone.
@@ -664,7 +754,7 @@ func (b *Backend) listenOnce(ctx context.Context) error {
 // translate marks errors that mean the database could not be reached as
 // backend.ErrUnavailable, so that callers answer 503.
 func translate(err error) error {
-	if err == nil || errors.Is(err, backend.ErrUnavailable) {
+	if err == nil || errors.Is(err, backend.ErrUnavailable) || admission.Refused(err) {
 		return err
 	}
 	var pgErr *pgconn.PgError

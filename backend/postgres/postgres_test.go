@@ -24,13 +24,17 @@ func TestMain(m *testing.M) {
 func newBackend(t *testing.T) *postgres.Backend {
 	t.Helper()
 	pool := testdb.Pool(t, 10)
+	return newBackendWith(t, postgres.Config{Pool: pool, Schema: testdb.Schema(t, pool)})
+}
+
+// newBackendWith returns a backend configured by cfg, logging nowhere,
+// stopped at the end of the test.
+func newBackendWith(t *testing.T, cfg postgres.Config) *postgres.Backend {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := postgres.New(ctx, postgres.Config{
-		Pool:   pool,
-		Schema: testdb.Schema(t, pool),
-		Logger: slog.New(slog.DiscardHandler),
-	})
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	b, err := postgres.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,6 +72,10 @@ var migrations = []string{
 	// When the stored response was first collected (its Set-Cookie
 	// delivered), NULL until then.
 	`ALTER TABLE asyncreply_operation ADD COLUMN collected_at INTEGER;`,
+
+	// The operations waiting to run, counted by Create when it bounds them.
+	`CREATE INDEX asyncreply_operation_waiting ON asyncreply_operation (owner)
+		WHERE status = 'NotStarted';`,
 }
 
 // Migrate applies River's migrations and asyncreply's to db, which must have

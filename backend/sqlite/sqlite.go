@@ -40,6 +40,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/internal/admission"
 	"github.com/asyncreply/asyncreply/backend/internal/groupcommit"
 	"github.com/asyncreply/asyncreply/backend/internal/riverjob"
 	"github.com/asyncreply/asyncreply/backend/internal/watch"
@@ -94,6 +95,18 @@ type Config struct {
 	// processes on the file, while this process has watchers: it bounds how
 	// late a watcher learns of them. Defaults to DefaultPollInterval.
 	PollInterval time.Duration
+
+	// MaxQueued bounds the operations waiting to run, those of every
+	// process on the file: past it, Create stores nothing and returns
+	// backend.ErrQueueFull. Every process that accepts should use the same
+	// value. Defaults to 0: no bound, the queue being on disk.
+	MaxQueued int
+
+	// MaxQueuedPerOwner bounds the operations of one owner waiting to run:
+	// past it, Create stores nothing and returns backend.ErrOwnerQueueFull,
+	// while other owners are still accepted. Operations without an owner
+	// count only towards MaxQueued. Defaults to 0: no bound per owner.
+	MaxQueuedPerOwner int
 }
 
 // Backend is a SQLite backend.Backend. Create it with New.
@@ -106,6 +119,7 @@ type Backend struct {
 	logger       *slog.Logger
 	pollInterval time.Duration
 	deadAfter    time.Duration // a process silent this long is dead
+	limits       admission.Limits
 
 	watchers   watch.Hub
 	watchBegun chan struct{} // wakes the idle poller
@@ -202,6 +216,7 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 		logger:       cfg.Logger,
 		pollInterval: cfg.PollInterval,
 		deadAfter:    riverjob.DeadAfter(cfg.HeartbeatInterval),
+		limits:       admission.Limits{Queued: cfg.MaxQueued, QueuedPerOwner: cfg.MaxQueuedPerOwner},
 		watchBegun:   make(chan struct{}, 1),
 	}
 	id := riverjob.NewID()
@@ -308,17 +323,32 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 	return r.Stored, r.Created, nil
 }
 
-// createTogether implements groupcommit.Funcs.Together.
+// createTogether implements groupcommit.Funcs.Together. An operation
+// refused admission gets its refusal as its result; its batch-mates are
+// created.
 func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Request) ([]groupcommit.Result, error) {
 	results := make([]groupcommit.Result, len(batch))
 	err := durably(ctx, b.db, func(tx *sql.Tx) error {
+		ops := make([]*backend.Operation, len(batch))
+		for i, req := range batch {
+			ops[i] = req.Op
+		}
+		tally, err := b.tally(ctx, tx, ops)
+		if err != nil {
+			return err
+		}
 		for i, req := range batch {
 			if err := req.Ctx.Err(); err != nil {
 				results[i].Err = err // given up: not inserted
 				continue
 			}
 			var err error
-			if results[i].Stored, results[i].Created, err = b.createInTx(ctx, tx, req.Op); err != nil {
+			results[i].Stored, results[i].Created, err = b.createInTx(ctx, tx, req.Op, tally)
+			if admission.Refused(err) {
+				results[i].Err = err
+				continue
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -343,8 +373,12 @@ func (b *Backend) createAlone(ctx context.Context, db *sql.DB, op *backend.Opera
 	// and exactly one inserts.
 	var stored *backend.Operation
 	var created bool
-	err := durably(ctx, db, func(tx *sql.Tx) (err error) {
-		stored, created, err = b.createInTx(ctx, tx, op)
+	err := durably(ctx, db, func(tx *sql.Tx) error {
+		tally, err := b.tally(ctx, tx, []*backend.Operation{op})
+		if err != nil {
+			return err
+		}
+		stored, created, err = b.createInTx(ctx, tx, op, tally)
 		return err
 	})
 	if err != nil {
@@ -379,9 +413,10 @@ func durably(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 }
 
 // createInTx inserts op and its job in tx, unless an operation with its
-// idempotency key exists, which it returns instead. The transaction holds
-// the file's write lock, so no other Create runs meanwhile.
-func (b *Backend) createInTx(ctx context.Context, tx *sql.Tx, op *backend.Operation) (*backend.Operation, bool, error) {
+// idempotency key exists, which it returns instead, or tally refuses it
+// admission. The transaction holds the
+// file's write lock, so no other Create runs meanwhile.
+func (b *Backend) createInTx(ctx context.Context, tx *sql.Tx, op *backend.Operation, tally *admission.Tally) (*backend.Operation, bool, error) {
 	if op.IdempotencyKey != "" {
 		existing, err := scanOperation(tx.QueryRowContext(ctx, "SELECT "+columns+` FROM asyncreply_operation
 			WHERE owner = ? AND idempotency_key = ? AND idempotency_key <> '' AND status <> 'Canceled'
@@ -393,6 +428,9 @@ func (b *Backend) createInTx(ctx context.Context, tx *sql.Tx, op *backend.Operat
 		case !errors.Is(err, sql.ErrNoRows):
 			return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
 		}
+	}
+	if err := tally.Admit(op.Owner); err != nil {
+		return nil, false, fmt.Errorf("sqlite: create: %w", err)
 	}
 
 	job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: op.ID, Timeout: op.Timeout}, nil)
@@ -415,6 +453,36 @@ func (b *Backend) createInTx(ctx context.Context, tx *sql.Tx, op *backend.Operat
 		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
 	}
 	return &stored, true, nil
+}
+
+// tally counts, for a transaction that creates ops, the operations waiting
+// to run in the whole file and of the owners of ops, or returns nil when no
+// bound is set, at no cost. The transaction holds the file's write lock, so
+// the counts stay true until it commits. Each count stops at its bound and
+// reads only the partial index of waiting operations.
+func (b *Backend) tally(ctx context.Context, tx *sql.Tx, ops []*backend.Operation) (*admission.Tally, error) {
+	if !b.limits.Bounded() {
+		return nil, nil
+	}
+	var total int
+	if b.limits.Queued > 0 {
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM asyncreply_operation
+			WHERE status = 'NotStarted' LIMIT ?)`, b.limits.Queued).Scan(&total)
+		if err != nil {
+			return nil, translate(fmt.Errorf("sqlite: create: counting the operations waiting to run: %w", err))
+		}
+	}
+	owners := make(map[string]int)
+	for _, owner := range b.limits.Owners(ops) {
+		var n int
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM asyncreply_operation
+			WHERE status = 'NotStarted' AND owner = ? LIMIT ?)`, owner, b.limits.QueuedPerOwner).Scan(&n)
+		if err != nil {
+			return nil, translate(fmt.Errorf("sqlite: create: counting an owner's operations waiting to run: %w", err))
+		}
+		owners[owner] = n
+	}
+	return admission.NewTally(b.limits, total, owners), nil
 }
 
 // Get implements backend.Backend.

@@ -42,9 +42,17 @@ func newPath(t testing.TB) string {
 // its own *sql.DB.
 func newBackend(t testing.TB, path string) *sqlite.Backend {
 	t.Helper()
+	return newBackendWith(t, sqlite.Config{Path: path})
+}
+
+// newBackendWith returns a backend configured by cfg, logging nowhere,
+// stopped at the end of the test.
+func newBackendWith(t testing.TB, cfg sqlite.Config) *sqlite.Backend {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b, err := sqlite.New(ctx, sqlite.Config{Path: path, Logger: slog.New(slog.DiscardHandler)})
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	b, err := sqlite.New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

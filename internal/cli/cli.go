@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply/backend/backendurl"
+	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/gateway"
 )
 
@@ -126,6 +127,9 @@ type gatewayOptions struct {
 	owner          string
 	key            keyFlag
 	acceptOnly     bool
+
+	maxQueued         int
+	maxQueuedPerOwner int
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -183,6 +187,9 @@ response.
 	fs.Var(&o.key, "key", "32-byte `key` (64 hex digits or base64) encrypting recorded requests and responses at rest; prefer ASYNCREPLY_KEY to a flag, which other users can see in the process list")
 	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
 	fs.BoolVar(&o.acceptOnly, "accept-only", false, "accept and serve operations but replay none: 'asyncreply worker' processes sharing --backend replay them")
+	fs.IntVar(&o.maxQueued, "max-queued", 0, fmt.Sprintf("most operations waiting to run, beyond which new ones get 503 and Retry-After; 0: the backend's default (memory: %d, and %d MiB of request bodies; sqlite, postgres: none); negative: none",
+		memory.DefaultMaxQueued, memory.DefaultMaxQueuedBytes>>20))
+	fs.IntVar(&o.maxQueuedPerOwner, "max-queued-per-owner", 0, "most operations of one --owner waiting to run, beyond which its new ones get 429 and Retry-After while others are still accepted; 0: none")
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -226,7 +233,10 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 	if err != nil {
 		return nil, err
 	}
-	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{Concurrency: cfg.Concurrency, Logger: logger})
+	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{
+		Concurrency: cfg.Concurrency, Logger: logger,
+		MaxQueued: o.maxQueued, MaxQueuedPerOwner: o.maxQueuedPerOwner,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("--backend: %w", err)
 	}
