@@ -217,7 +217,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		invalid("Key", "must be 32 bytes for AES-256, got %d", len(cfg.Key))
 	}
 	if cfg.AcceptOnly {
-		if _, private := cfg.Backend.(*memory.Backend); private || cfg.Backend == nil {
+		if cfg.Backend == nil || backend.IsLocal(cfg.Backend) {
 			invalid("AcceptOnly", "needs a Backend that other processes share: no other process can execute the in-memory backend's operations")
 		}
 		if cfg.Inline {

@@ -12,9 +12,16 @@ import (
 	"github.com/asyncreply/asyncreply/backend/memory"
 )
 
-// durableStandIn is any backend other than the in-memory one: what it
-// stores outlives the process, so stored credentials deserve encryption.
+// durableStandIn says its operations outlive the process, as SQLite and
+// PostgreSQL do: what it stores deserves encryption, and other processes
+// may execute it.
 type durableStandIn struct{ *memory.Backend }
+
+func (durableStandIn) Local() bool { return false }
+
+// wrapped is a backend wrapping another, as a metrics or tracing layer
+// would: it is what it wraps.
+type wrapped struct{ *memory.Backend }
 
 func TestWarnsWhenDurableBackendHasNoKey(t *testing.T) {
 	t.Parallel()
@@ -24,6 +31,7 @@ func TestWarnsWhenDurableBackendHasNoKey(t *testing.T) {
 		wantWarn bool
 	}{
 		{"memory without key", asyncreply.Config{}, false},
+		{"wrapped memory without key", asyncreply.Config{Backend: wrapped{memory.New(memory.Config{})}}, false},
 		{"durable without key", asyncreply.Config{Backend: durableStandIn{memory.New(memory.Config{})}}, true},
 		{"durable with key", asyncreply.Config{Backend: durableStandIn{memory.New(memory.Config{})}, Key: bytes.Repeat([]byte{1}, 32)}, false},
 	} {
@@ -62,6 +70,7 @@ func TestConfigValidation(t *testing.T) {
 		{"PublicURL without host", asyncreply.Config{PublicURL: "https://"}, "PublicURL"},
 		{"PublicURL unparsable", asyncreply.Config{PublicURL: "http://[::1"}, "PublicURL"},
 		{"AcceptOnly in memory", asyncreply.Config{AcceptOnly: true}, "AcceptOnly"},
+		{"AcceptOnly in wrapped memory", asyncreply.Config{AcceptOnly: true, Backend: wrapped{memory.New(memory.Config{})}}, "AcceptOnly"},
 		{"AcceptOnly and Inline", asyncreply.Config{AcceptOnly: true, Inline: true, Backend: durableStandIn{memory.New(memory.Config{})}}, "AcceptOnly"},
 		{"negative MaxWatches", asyncreply.Config{MaxWatches: -1}, "MaxWatches"},
 		{"negative MaxWatchesPerOwner", asyncreply.Config{MaxWatchesPerOwner: -1}, "MaxWatchesPerOwner"},

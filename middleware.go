@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
-	"github.com/asyncreply/asyncreply/backend/memory"
 )
 
 // Middleware makes marked endpoints of an application asynchronous. Create it
@@ -50,7 +49,7 @@ func New(cfg Config) (*Middleware, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, inMemory := cfg.Backend.(*memory.Backend); !inMemory && cfg.Key == nil {
+	if !backend.IsLocal(cfg.Backend) && cfg.Key == nil {
 		cfg.Logger.Warn("asyncreply: recorded requests, with their cookies and Authorization headers, are stored unencrypted; set Config.Key to encrypt them at rest")
 	}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)

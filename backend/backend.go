@@ -235,6 +235,25 @@ type Backend interface {
 	Stop(ctx context.Context) error
 }
 
+// Local is an optional interface of a Backend that keeps its operations
+// in this process only: they are lost when it exits, and no other process
+// sees or executes them. Such a backend (package memory) needs no
+// encryption at rest, and cannot serve an accept-only process, whose
+// operations others must execute. A backend that does not implement Local
+// is taken to store operations outside the process, where every process
+// sharing the store finds them. A wrapper that embeds a backend inherits
+// its answer.
+type Local interface {
+	// Local reports whether operations live in this process only.
+	Local() bool
+}
+
+// IsLocal reports whether b keeps its operations in this process only.
+func IsLocal(b Backend) bool {
+	l, ok := b.(Local)
+	return ok && l.Local()
+}
+
 var (
 	// ErrNotFound: no operation has that ID (or it has been swept).
 	ErrNotFound = errors.New("operation not found")

@@ -105,7 +105,10 @@ type Backend struct {
 
 type idempotencyKey struct{ owner, key string }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend = (*Backend)(nil)
+	_ backend.Local   = (*Backend)(nil)
+)
 
 // New returns an empty memory backend. It executes nothing until Start.
 func New(cfg Config) *Backend {
@@ -124,6 +127,10 @@ func New(cfg Config) *Backend {
 	b.work = sync.NewCond(&b.mu)
 	return b
 }
+
+// Local implements backend.Local: the operations live in this process and
+// are lost when it exits.
+func (*Backend) Local() bool { return true }
 
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.Operation, bool, error) {
