@@ -92,13 +92,12 @@ type Backend struct {
 	queue       []string
 	running     map[string]context.CancelCauseFunc
 	waiting     waiting // the NotStarted operations, which limits bound
-	started     bool
 	stopping    bool
 
 	watchers watch.Hub
 
-	execute   backend.ExecuteFunc
-	runCtx    context.Context // parent of every execution; canceled to force a stop
+	execute   backend.ExecuteFunc // set by Start, under mu: nil until then
+	runCtx    context.Context     // parent of every execution; canceled to force a stop
 	cancelRun context.CancelCauseFunc
 	workers   sync.WaitGroup
 }
@@ -305,15 +304,17 @@ func (b *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, func()
 
 // Start implements backend.Backend.
 func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error {
+	if execute == nil {
+		return errors.New("memory: Start needs an ExecuteFunc")
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.started {
+	if b.execute != nil {
 		return errors.New("memory: backend already started")
 	}
 	if b.stopping {
 		return errors.New("memory: backend stopped")
 	}
-	b.started = true
 	b.execute = execute
 	// Executions must not end with the context of whoever called Start.
 	b.runCtx, b.cancelRun = context.WithCancelCause(context.WithoutCancel(ctx))
@@ -329,7 +330,7 @@ func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error 
 func (b *Backend) Stop(ctx context.Context) error {
 	b.mu.Lock()
 	b.stopping = true
-	started := b.started
+	started := b.execute != nil
 	b.work.Broadcast()
 	b.mu.Unlock()
 	if !started {
