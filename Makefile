@@ -5,17 +5,19 @@
 # version everywhere.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: ci deps lint test js bench
+.PHONY: ci deps lint test js rails bench
 
-ci: lint test js
+ci: lint test js rails
 
 # The test suites' own dependencies from Debian: Rails and Puma for the
-# end-to-end tests (e2e/), Chromium for the browser tests (clients/js).
+# end-to-end tests (e2e/) and the Rails gem (clients/rails, whose progress
+# tests serve with WEBrick), Chromium for the browser tests (clients/js).
 # Installed only when missing.
+DEBIAN_DEPS := ruby-rails puma ruby-webrick chromium
 deps:
-	@command -v puma >/dev/null && [ -x /usr/bin/chromium ] || { \
+	@dpkg -s $(DEBIAN_DEPS) >/dev/null 2>&1 || { \
 		apt-get update && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ruby-rails puma chromium; }
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEBIAN_DEPS); }
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -31,6 +33,10 @@ test:
 # the browser tests fail rather than skip when Chromium is missing.
 js:
 	cd clients/js && npm ci --no-audit --no-fund && npm test
+
+# The Rails gem's tests (minitest, inside a small Rails app).
+rails:
+	rake -C clients/rails test
 
 # The load harness: every scenario beside its baseline; writes bench/RESULTS.md.
 bench:
