@@ -8,14 +8,16 @@
 // path, query, headers, cookies, body — to the upstream, with the
 // X-Forwarded-* headers of the original client and an Asyncreply-Operation
 // header naming the operation, and stores the upstream's response for the
-// client to collect. Every other request is proxied unchanged, streaming,
-// server-sent events and WebSocket upgrades included.
+// client to collect; a response that breaks off before its end fails the
+// operation with 502 instead. Every other request is proxied unchanged,
+// streaming, server-sent events and WebSocket upgrades included.
 package gateway
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -228,9 +230,10 @@ func New(cfg Config) (*Gateway, error) {
 		// The default: a response of known length is written as buffers
 		// fill, while server-sent events and responses of unknown length —
 		// streams — are flushed as each write arrives.
-		FlushInterval: 0,
-		ErrorHandler:  g.proxyError,
-		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		FlushInterval:  0,
+		ModifyResponse: g.guardReplayBody,
+		ErrorHandler:   g.proxyError,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	g.async, _ = asyncRoutes(cfg.Async, cfg.Prefix, g.proxy) // validated above
 	g.middleware, err = asyncreply.New(asyncreply.Config{
@@ -467,6 +470,40 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if id, ok := asyncreply.OperationID(pr.In.Context()); ok {
 		pr.Out.Header.Set(OperationHeader, id)
 	}
+}
+
+// guardReplayBody makes a replay whose upstream response breaks off — short
+// of its Content-Length, a chunked body without its last chunk, a reset
+// connection — fail with 502 instead of storing the part that arrived as the
+// answer. A client of the proxied request sees its connection aborted
+// (ReverseProxy panics with http.ErrAbortHandler under a server), but a
+// replay runs under no server, and there ReverseProxy only logs the error
+// and returns as if the response were whole.
+func (g *Gateway) guardReplayBody(resp *http.Response) error {
+	ctx := resp.Request.Context()
+	if id, replay := asyncreply.OperationID(ctx); replay && resp.StatusCode != http.StatusSwitchingProtocols {
+		// An upgrade's body is the connection itself, which ReverseProxy
+		// needs unwrapped; a replay has no client to upgrade anyway.
+		resp.Body = &replayBody{ReadCloser: resp.Body, ctx: ctx, id: id, logger: g.cfg.Logger}
+	}
+	return nil
+}
+
+// replayBody is an upstream response body read during a replay.
+type replayBody struct {
+	io.ReadCloser
+	ctx    context.Context
+	id     string
+	logger *slog.Logger
+}
+
+func (b *replayBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.ctx.Err() == nil { // a canceled or timed-out replay has its own outcome
+		b.logger.Warn("gateway: the upstream's response broke off; the operation fails with 502", "operation", b.id, "error", err)
+		asyncreply.Fail(b.ctx, http.StatusBadGateway, "Bad Gateway", "The upstream application's response broke off before its end.")
+	}
+	return n, err
 }
 
 // proxyError answers a request the upstream did not: 502 problem+json, on

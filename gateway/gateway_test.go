@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -489,5 +490,128 @@ func TestRouteOptionsApplyToTheirRouteOnly(t *testing.T) {
 	<-seenC
 	if poll, body := b.get(t, other.Header.Get("Location"), "Prefer", "wait=1"); poll.StatusCode != http.StatusAccepted {
 		t.Errorf("poll of the route with the default timeout = %d %s, want 202: still running", poll.StatusCode, body)
+	}
+}
+
+// rawUpstream is an upstream written by hand on a TCP listener, for answers
+// no net/http server gives. Each connection's request head is read, raw, and
+// handed to answer with the connection, which is closed when answer returns.
+func rawUpstream(t *testing.T, answer func(conn *net.TCPConn, head string)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer conn.Close()
+				var head strings.Builder
+				r := bufio.NewReader(conn)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+					head.WriteString(line)
+				}
+				answer(conn.(*net.TCPConn), head.String())
+			})
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// signalingTransport tells on responded each time the upstream's response
+// head has arrived, or the round trip failed.
+type signalingTransport struct {
+	http.RoundTripper
+	responded chan struct{}
+}
+
+func (s signalingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	defer func() {
+		select {
+		case s.responded <- struct{}{}:
+		default: // nobody is waiting for this one
+		}
+	}()
+	return s.RoundTripper.RoundTrip(r)
+}
+
+func TestTruncatedUpstreamBodyIsNeverStored(t *testing.T) {
+	t.Parallel()
+	const partial = "0123456789"
+	for _, tc := range []struct {
+		name   string
+		answer func(conn *net.TCPConn, responded <-chan struct{})
+	}{
+		{"short of its Content-Length", func(conn *net.TCPConn, _ <-chan struct{}) {
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"+partial)
+		}},
+		{"chunked without its last chunk", func(conn *net.TCPConn, _ <-chan struct{}) {
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\na\r\n"+partial+"\r\n")
+		}},
+		{"connection reset mid-body", func(conn *net.TCPConn, responded <-chan struct{}) {
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"+partial)
+			<-responded       // the gateway is reading the body now
+			conn.SetLinger(0) // close with a RST
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			responded := make(chan struct{}, 1)
+			upstream := rawUpstream(t, func(conn *net.TCPConn, _ string) { tc.answer(conn, responded) })
+			transport := &http.Transport{}
+			t.Cleanup(transport.CloseIdleConnections)
+			b := setup(t, http.NotFoundHandler(), gateway.Config{
+				Upstream:  upstream,
+				Transport: signalingTransport{transport, responded},
+				Async:     []gateway.Route{{Pattern: "GET /reports/{id}"}},
+			})
+
+			// Replayed: the operation fails as 502, and nothing is served
+			// as its response.
+			resp, body := b.get(t, b.gateway.URL+"/reports/7")
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("submit: %d %s, want 202", resp.StatusCode, body)
+			}
+			monitor := resp.Header.Get("Location")
+			for resp.StatusCode == http.StatusAccepted {
+				resp, body = b.get(t, monitor, "Prefer", "wait=10")
+			}
+			if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("poll: %d %s %s, want 502 problem+json", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+			}
+			resp, body = b.get(t, monitor+"/response")
+			if resp.StatusCode == http.StatusOK || strings.Contains(body, partial) {
+				t.Errorf("response: %d %q, want no stored response", resp.StatusCode, body)
+			}
+
+			// Passed through: the client sees the response break off too,
+			// before its head (still buffered when the gateway aborts) or
+			// in its body.
+			resp, err := b.client.Get(b.gateway.URL + "/other")
+			if err == nil {
+				var got []byte
+				got, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					t.Errorf("pass-through: %d %q read to its end, want the connection aborted", resp.StatusCode, got)
+				}
+			}
+		})
 	}
 }
