@@ -37,7 +37,9 @@ import (
 
 // OperationHeader is the request header that tells the upstream which
 // operation a replayed request belongs to. The gateway sets it on replays
-// and strips it from what clients send, so that its presence means a replay.
+// and strips it from what clients send, in every spelling an application
+// server could read as it (Asyncreply_Operation, any case), so that its
+// presence means a replay.
 const OperationHeader = "Asyncreply-Operation"
 
 // Defaults of Config's fields.
@@ -108,8 +110,10 @@ type Config struct {
 
 	// TrustedProxies are the networks whose X-Forwarded-* headers are
 	// believed: for monitor URLs, and passed on to the upstream ahead of the
-	// gateway's own. Defaults to none: a client's forwarded headers are
-	// replaced by the gateway's.
+	// gateway's own, as are their X-Forwarded-Ssl, X-Forwarded-Scheme,
+	// X-Forwarded-Port, X-Real-Ip and Client-Ip. Defaults to none: a
+	// client's X-Forwarded-For, -Host and -Proto are replaced by the
+	// gateway's, and those others dropped.
 	TrustedProxies []netip.Prefix
 
 	// Transport carries requests to the upstream. Defaults to a clone of
@@ -403,6 +407,9 @@ func (g *Gateway) Handler() http.Handler {
 		g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, pattern := g.async.Handler(r)
 			if monitor := strings.HasPrefix(r.URL.Path, g.cfg.Prefix); pattern != "" || monitor {
+				if !monitor {
+					r = g.withoutSpoofable(r) // before it is recorded
+				}
 				if g.owner != nil && g.owner.mode.kind == "issue-cookie" {
 					r = g.bindOwnerCookie(w, r, monitor)
 				}
@@ -447,11 +454,13 @@ func (g *Gateway) CheckUpstream(ctx context.Context) error {
 }
 
 // rewrite forwards to the upstream with the X-Forwarded-* headers of the
-// original client. On replay the recorded request keeps that client's
-// RemoteAddr, Host and TLS state, so the same code serves both.
+// original client, and without the headers it must not set (spoofable). On
+// replay the recorded request keeps that client's RemoteAddr, Host and TLS
+// state, so the same code serves both.
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(g.upstream)
 	trusted := netaddr.Trusted(pr.In.RemoteAddr, g.cfg.TrustedProxies)
+	stripSpoofable(pr.Out.Header, trusted)
 	if trusted {
 		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	}
@@ -463,7 +472,6 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 	}
-	pr.Out.Header.Del(OperationHeader)
 	if g.owner != nil && g.owner.mode.kind == "issue-cookie" {
 		stripCookie(pr.Out.Header, OwnerCookie, false) // the gateway's own, not the upstream's
 	}
@@ -504,6 +512,85 @@ func (b *replayBody) Read(p []byte) (int, error) {
 		asyncreply.Fail(b.ctx, http.StatusBadGateway, "Bad Gateway", "The upstream application's response broke off before its end.")
 	}
 	return n, err
+}
+
+// clientInfoHeaders are the request headers through which applications
+// learn the client's address, or that it used HTTPS, from a proxy in front:
+// X-Forwarded-Ssl: on is HTTPS to Rack, Client-Ip the address to Rails.
+// Only a proxy of Config.TrustedProxies may send them; the gateway sets the
+// first three itself.
+var clientInfoHeaders = []string{
+	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+	"X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Forwarded-Port", "X-Real-Ip", "Client-Ip", "Forwarded",
+}
+
+// spoofable reports whether the request header name, sent by a client (a
+// proxy of Config.TrustedProxies when trusted), is kept from the upstream:
+//   - any spelling of OperationHeader, which only the gateway sets;
+//   - one of clientInfoHeaders, unless trusted;
+//   - even from a trusted proxy, one of them spelled with underscores for
+//     dashes: no proxy sends that spelling, but Rack, WSGI and PHP read it
+//     as the header itself (X_Forwarded_Ssl and X-Forwarded-Ssl both become
+//     HTTP_X_FORWARDED_SSL), and a proxy may pass it on from its client.
+func spoofable(name string, trusted bool) bool {
+	if readsAs(name, OperationHeader) {
+		return true
+	}
+	for _, info := range clientInfoHeaders {
+		if readsAs(name, info) {
+			return !trusted || strings.IndexByte(name, '_') >= 0
+		}
+	}
+	return false
+}
+
+// readsAs reports whether a server that ignores case and reads underscores
+// as dashes, as every CGI-style one does, takes the header name for want.
+// It allocates nothing: it runs on every header of every request.
+func readsAs(name, want string) bool {
+	if len(name) != len(want) {
+		return false
+	}
+	for i := range len(name) {
+		c, w := name[i], want[i]
+		if c == '_' {
+			c = '-'
+		}
+		if c != w && lowerASCII(c) != lowerASCII(w) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// stripSpoofable removes the spoofable headers from h.
+func stripSpoofable(h http.Header, trusted bool) {
+	for name := range h {
+		if spoofable(name, trusted) {
+			delete(h, name)
+		}
+	}
+}
+
+// withoutSpoofable returns r, or a copy of it without its spoofable headers,
+// so that they are not recorded with an operation.
+func (g *Gateway) withoutSpoofable(r *http.Request) *http.Request {
+	trusted := netaddr.Trusted(r.RemoteAddr, g.cfg.TrustedProxies)
+	for name := range r.Header {
+		if spoofable(name, trusted) {
+			r = r.Clone(r.Context()) // the caller's request is not ours to change
+			stripSpoofable(r.Header, trusted)
+			return r
+		}
+	}
+	return r
 }
 
 // proxyError answers a request the upstream did not: 502 problem+json, on

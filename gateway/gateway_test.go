@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/asyncreply/asyncreply/backend/backendurl"
+	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/gateway"
 )
 
@@ -613,5 +616,122 @@ func TestTruncatedUpstreamBodyIsNeverStored(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// echoHeadUpstream is an upstream answering every request with the header
+// lines it received, raw, one per line of its body.
+func echoHeadUpstream(t *testing.T) string {
+	return rawUpstream(t, func(conn *net.TCPConn, head string) {
+		_, lines, _ := strings.Cut(head, "\r\n") // without the request line
+		fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(lines), lines)
+	})
+}
+
+// headerLines returns the values of the header lines of head that a server
+// reading underscores as dashes, in any case, takes for name.
+func headerLines(head, name string) []string {
+	var values []string
+	for line := range strings.SplitSeq(head, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), name) {
+			values = append(values, strings.TrimSpace(v))
+		}
+	}
+	return values
+}
+
+// spoofing are headers a client sends to pass for a replay, or for a proxy
+// reporting another address or HTTPS, in the spellings that Rack, WSGI and
+// PHP read as the real ones.
+var spoofing = map[string]string{
+	"Asyncreply_Operation": "forged", "asyncreply_OPERATION": "forged", "Asyncreply-Operation": "forged",
+	"X-Forwarded-Ssl": "on", "X_Forwarded_Ssl": "on", "X-Forwarded-Scheme": "https", "X_Forwarded_Scheme": "https",
+	"X-Real-Ip": "6.6.6.6", "X_Real_IP": "6.6.6.6", "Client-Ip": "6.6.6.6", "CLIENT_IP": "6.6.6.6",
+	"Forwarded": "for=6.6.6.6;proto=https", "X-Forwarded-Port": "443",
+	"X_Forwarded_For": "6.6.6.6", "X_Forwarded_Proto": "https", "X_Forwarded_Host": "evil.example",
+}
+
+func spoofedRequest(t *testing.T, target string) *http.Request {
+	req, err := http.NewRequest(http.MethodGet, target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range spoofing {
+		req.Header[name] = []string{value} // as spelled: net/http sends map keys unchanged
+	}
+	req.Header.Set("X-App", "kept")
+	return req
+}
+
+func TestClientCannotSpoofReplayOrProxyHeaders(t *testing.T) {
+	t.Parallel()
+	be := memory.New(memory.Config{Concurrency: 1})
+	b := setup(t, http.NotFoundHandler(), gateway.Config{Upstream: echoHeadUpstream(t), Backend: be, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
+
+	check := func(t *testing.T, head, operation string) {
+		t.Helper()
+		if got := headerLines(head, gateway.OperationHeader); operation == "" && len(got) > 0 || operation != "" && !slices.Equal(got, []string{operation}) {
+			t.Errorf("upstream saw %s lines %q, want [%s]", gateway.OperationHeader, got, operation)
+		}
+		for _, name := range []string{"X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Real-Ip", "Client-Ip", "Forwarded", "X-Forwarded-Port"} {
+			if got := headerLines(head, name); len(got) > 0 {
+				t.Errorf("upstream saw the client's %s: %q", name, got)
+			}
+		}
+		for name, want := range map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": strings.TrimPrefix(b.gateway.URL, "http://")} {
+			if got := headerLines(head, name); !slices.Equal(got, []string{want}) {
+				t.Errorf("upstream saw %s lines %q, want only the gateway's [%s]", name, got, want)
+			}
+		}
+		if got := headerLines(head, "X-App"); !slices.Equal(got, []string{"kept"}) {
+			t.Errorf("upstream saw X-App %q: the application's own headers must pass", got)
+		}
+	}
+
+	t.Run("pass-through", func(t *testing.T) {
+		resp, head := b.do(t, spoofedRequest(t, b.gateway.URL+"/other"))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("pass-through: %d %s", resp.StatusCode, head)
+		}
+		check(t, head, "")
+	})
+	t.Run("replay", func(t *testing.T) {
+		resp, body := b.do(t, spoofedRequest(t, b.gateway.URL+"/reports/7"))
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("submit: %d %s", resp.StatusCode, body)
+		}
+		monitor := resp.Header.Get("Location")
+		id := path.Base(monitor)
+		op, err := be.Get(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recorded := strings.ReplaceAll(strings.ToLower(string(op.Request)), "_", "-") // stored in clear: no Key
+		for _, name := range []string{"asyncreply-operation", "x-forwarded-ssl", "x-real-ip", "client-ip"} {
+			if strings.Contains(recorded, name) {
+				t.Errorf("the recorded request holds the client's %s", name)
+			}
+		}
+		_, head := b.finalResponse(t, monitor)
+		check(t, head, id)
+	})
+}
+
+func TestTrustedProxyKeepsItsForwardingHeaders(t *testing.T) {
+	t.Parallel()
+	b := setup(t, http.NotFoundHandler(), gateway.Config{Upstream: echoHeadUpstream(t), TrustedProxies: mustPrefixes(t, "127.0.0.0/8")})
+	_, head := b.do(t, spoofedRequest(t, b.gateway.URL+"/other"))
+	for name, want := range map[string]string{"X-Forwarded-Ssl": "on", "X-Forwarded-Scheme": "https", "X-Real-Ip": "6.6.6.6", "Client-Ip": "6.6.6.6", "X-Forwarded-Port": "443"} {
+		// Only the spelling a proxy sends: an underscore is a client's.
+		if got := headerLines(head, name); !slices.Equal(got, []string{want}) {
+			t.Errorf("upstream saw %s lines %q, want the proxy's [%s]", name, got, want)
+		}
+	}
+	if got := headerLines(head, gateway.OperationHeader); len(got) > 0 {
+		t.Errorf("upstream saw %s %q from a trusted proxy's client", gateway.OperationHeader, got)
+	}
+	if got := headerLines(head, "X-Forwarded-For"); !slices.Equal(got, []string{"127.0.0.1"}) {
+		t.Errorf("upstream saw X-Forwarded-For lines %q, want [127.0.0.1]: X_Forwarded_For is no proxy's", got)
 	}
 }

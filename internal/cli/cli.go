@@ -179,7 +179,7 @@ response.
 	fs.DurationVar(&o.retention, "retention", gateway.DefaultRetention, "how long a finished operation and its response are kept")
 	fs.DurationVar(&o.timeout, "timeout", gateway.DefaultTimeout, "longest a replay may run; then it fails with 504")
 	fs.StringVar(&o.publicURL, "public-url", "", "scheme and host of the monitor URLs sent to clients, e.g. https://app.example; when unset, built from each request")
-	fs.Var(&o.trustedProxies, "trusted-proxy", "`CIDR` of a proxy whose X-Forwarded-* headers are believed; repeatable")
+	fs.Var(&o.trustedProxies, "trusted-proxy", "`CIDR` of a proxy whose X-Forwarded-*, X-Real-IP and Client-IP headers are believed, and dropped from anyone else; repeatable")
 	fs.Var(&o.key, "key", "32-byte `key` (64 hex digits or base64) encrypting recorded requests and responses at rest; prefer ASYNCREPLY_KEY to a flag, which other users can see in the process list")
 	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
 	fs.BoolVar(&o.acceptOnly, "accept-only", false, "accept and serve operations but replay none: 'asyncreply worker' processes sharing --backend replay them")
