@@ -128,8 +128,11 @@ type Config struct {
 	//     API token, a stable cookie). Not a session cookie the application
 	//     re-issues on every response, as Rails' cookie store does.
 	//   - "issue-cookie": the gateway issues its own random, HttpOnly,
-	//     SameSite=Lax cookie (OwnerCookie) to a client submitting without
-	//     one and binds the operation to it. The upstream never sees it.
+	//     SameSite=Lax cookie (OwnerCookie) on any response to a client
+	//     without one, and binds each operation to it; each submit's answer
+	//     also sets a copy scoped to the operation's monitor URL, so that
+	//     the concurrent first requests of a browser, each given a different
+	//     cookie, keep their operations. The upstream never sees them.
 	//   - "upstream:PATH": the gateway asks the upstream who the caller is,
 	//     with a GET of PATH carrying only the caller's cookies and
 	//     Authorization; a 2xx answer's body is the principal, anything else
@@ -192,6 +195,8 @@ type Gateway struct {
 	owner      *owner          // nil without Config.Owner
 	transport  *http.Transport // ours to close, when Config.Transport was nil
 
+	ownerCookieMaxAge time.Duration // the lifetime of the "issue-cookie" mode's cookies
+
 	handlerOnce sync.Once
 	handler     http.Handler
 }
@@ -218,7 +223,7 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		cfg.Backend = memory.New(memory.Config{Concurrency: cfg.Concurrency})
 	}
-	g := &Gateway{cfg: cfg, upstream: upstream}
+	g := &Gateway{cfg: cfg, upstream: upstream, ownerCookieMaxAge: ownerCookieMaxAge(&cfg)}
 	if cfg.Transport == nil {
 		g.transport = newTransport()
 		cfg.Transport = g.transport
@@ -410,16 +415,24 @@ func (g *Gateway) Handler() http.Handler {
 				if !monitor {
 					r = g.withoutSpoofable(r) // before it is recorded
 				}
-				if g.owner != nil && g.owner.mode.kind == "issue-cookie" {
-					r = g.bindOwnerCookie(w, r, monitor)
+				if g.issuesOwnerCookie() {
+					w, r = g.bindOwnerCookie(w, r, monitor)
 				}
 				async.ServeHTTP(w, r)
 				return
+			}
+			if g.issuesOwnerCookie() {
+				g.issueOwnerCookie(w, r)
 			}
 			g.proxy.ServeHTTP(w, r)
 		})
 	})
 	return g.handler
+}
+
+// issuesOwnerCookie reports whether the Owner mode is "issue-cookie".
+func (g *Gateway) issuesOwnerCookie() bool {
+	return g.owner != nil && g.owner.mode.kind == "issue-cookie"
 }
 
 // Shutdown stops accepting new operations, lets running replays finish
@@ -472,8 +485,10 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 	}
-	if g.owner != nil && g.owner.mode.kind == "issue-cookie" {
-		stripCookie(pr.Out.Header, OwnerCookie, false) // the gateway's own, not the upstream's
+	if g.issuesOwnerCookie() {
+		// The gateway's own, not the upstream's. operationOwnerCookie is
+		// only ever sent to monitor URLs, which are not forwarded.
+		stripCookie(pr.Out.Header, OwnerCookie)
 	}
 	if id, ok := asyncreply.OperationID(pr.In.Context()); ok {
 		pr.Out.Header.Set(OperationHeader, id)
