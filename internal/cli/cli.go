@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"sort"
 	"strings"
@@ -126,6 +125,7 @@ type gatewayOptions struct {
 	owner          string
 	key            keyFlag
 	acceptOnly     bool
+	timeouts       serverTimeouts
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -143,6 +143,9 @@ func (o *gatewayOptions) check(parseErr error, upstream string) (*gatewayOptions
 		return nil, errors.New("--upstream is required: " + upstream)
 	case o.concurrency < 0:
 		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
+	}
+	if err := o.timeouts.check(); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
@@ -183,6 +186,7 @@ response.
 	fs.Var(&o.key, "key", "32-byte `key` (64 hex digits or base64) encrypting recorded requests and responses at rest; prefer ASYNCREPLY_KEY to a flag, which other users can see in the process list")
 	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
 	fs.BoolVar(&o.acceptOnly, "accept-only", false, "accept and serve operations but replay none: 'asyncreply worker' processes sharing --backend replay them")
+	o.timeouts.addFlags(fs)
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -269,18 +273,14 @@ func runGateway(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 		return exitFailure
 	}
 	logger.Info("asyncreply gateway listening", "url", "http://"+ln.Addr().String(), "upstream", o.upstream, "async", o.async.values)
-	return serve(ctx, ln, gw, logger)
+	return serve(ctx, ln, gw, o.timeouts, logger)
 }
 
 // serve serves gw on ln until ctx ends, then shuts down gracefully: the
 // server first, so that requests in flight can still submit, then the
 // gateway.
-func serve(ctx context.Context, ln net.Listener, gw *gateway.Gateway, logger *slog.Logger) int {
-	srv := &http.Server{
-		Handler:           gw.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+func serve(ctx context.Context, ln net.Listener, gw *gateway.Gateway, timeouts serverTimeouts, logger *slog.Logger) int {
+	srv := newServer(gw.Handler(), timeouts, logger)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	code := exitOK
