@@ -150,6 +150,12 @@ type Config struct {
 	// gateway replays too, Concurrency at a time.
 	AcceptOnly bool
 
+	// Inline executes each operation inside the request that submits it,
+	// with the same monitor URLs (asyncreply.Config.Inline): development
+	// without a worker, where the answer is there as soon as the submit
+	// returns. It excludes AcceptOnly. Defaults to false.
+	Inline bool
+
 	// Logger receives structured logs. Defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -257,6 +263,7 @@ func New(cfg Config) (*Gateway, error) {
 		Key:            cfg.Key,
 		Owner:          ownerFunc,
 		AcceptOnly:     cfg.AcceptOnly,
+		Inline:         cfg.Inline,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -302,6 +309,9 @@ func (cfg Config) validate() (*url.URL, error) {
 	}
 	if _, private := cfg.Backend.(*memory.Backend); cfg.AcceptOnly && private {
 		return nil, errAcceptOnlyMemory
+	}
+	if cfg.AcceptOnly && cfg.Inline {
+		return nil, &ConfigError{"Inline", errors.New("excludes AcceptOnly: inline operations execute in the request that submits them, not in workers")}
 	}
 	return upstream, nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/backendurl"
 	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/gateway"
@@ -340,6 +341,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative concurrency", gateway.Config{Upstream: ok, Concurrency: -1}, "Concurrency", []string{"negative"}},
 		{"negative wait", gateway.Config{Upstream: ok, Wait: -time.Second}, "Wait", []string{"negative"}},
 		{"accept-only in memory", gateway.Config{Upstream: ok, AcceptOnly: true}, "AcceptOnly", []string{"in-memory"}},
+		{"inline and accept-only", gateway.Config{Upstream: ok, Inline: true, AcceptOnly: true, Backend: sharedBackend{}}, "Inline", []string{"AcceptOnly"}},
 		{"negative route timeout", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET /x", Timeout: -time.Second}}}, "Async", []string{`"GET /x"`, "timeout must not be negative"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -733,5 +735,34 @@ func TestTrustedProxyKeepsItsForwardingHeaders(t *testing.T) {
 	}
 	if got := headerLines(head, "X-Forwarded-For"); !slices.Equal(got, []string{"127.0.0.1"}) {
 		t.Errorf("upstream saw X-Forwarded-For lines %q, want [127.0.0.1]: X_Forwarded_For is no proxy's", got)
+	}
+}
+
+// sharedBackend stands for a backend other processes share, as AcceptOnly
+// needs; New rejects the Config before using it.
+type sharedBackend struct{ backend.Backend }
+
+func TestInlineOperationIsFinishedWhenTheSubmitReturns(t *testing.T) {
+	t.Parallel()
+	seenC, release := make(chan seen, 1), make(chan struct{})
+	close(release)
+	b := setup(t, slowReport(seenC, release), gateway.Config{Inline: true, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
+
+	resp, body := b.get(t, b.gateway.URL+"/reports/7")
+	select {
+	case got := <-seenC:
+		if got.path != "/reports/7" {
+			t.Errorf("upstream saw %s", got.path)
+		}
+	default:
+		t.Fatalf("the submit returned (%d %s) before the upstream was asked", resp.StatusCode, body)
+	}
+	location, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || location.Path == "" {
+		t.Fatalf("submit: %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	next, _ := url.Parse(b.gateway.URL)
+	if poll, body := b.get(t, next.ResolveReference(location).String()); poll.StatusCode == http.StatusAccepted {
+		t.Errorf("poll right after the submit: %d %s, want the operation finished", poll.StatusCode, body)
 	}
 }

@@ -125,6 +125,7 @@ type gatewayOptions struct {
 	owner          string
 	key            keyFlag
 	acceptOnly     bool
+	inline         bool
 	timeouts       serverTimeouts
 }
 
@@ -186,6 +187,7 @@ response.
 	fs.Var(&o.key, "key", "32-byte `key` (64 hex digits or base64) encrypting recorded requests and responses at rest; prefer ASYNCREPLY_KEY to a flag, which other users can see in the process list")
 	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
 	fs.BoolVar(&o.acceptOnly, "accept-only", false, "accept and serve operations but replay none: 'asyncreply worker' processes sharing --backend replay them")
+	fs.BoolVar(&o.inline, "inline", false, "development: execute each operation inside the request that submits it, with the same monitor URLs")
 	o.timeouts.addFlags(fs)
 	fs.acceptConfigFile()
 	return fs, o
@@ -195,7 +197,7 @@ response.
 var flagOf = map[string]string{
 	"Upstream": "--upstream", "Async": "--async", "Concurrency": "--concurrency", "Wait": "--wait",
 	"Timeout": "--timeout", "Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url",
-	"Owner": "--owner", "AcceptOnly": "--accept-only",
+	"Owner": "--owner", "AcceptOnly": "--accept-only", "Inline": "--inline",
 }
 
 // gatewayConfig turns the flags into a validated gateway.Config, without
@@ -215,6 +217,7 @@ func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, erro
 		Logger:         logger,
 		Key:            o.key.value,
 		AcceptOnly:     o.acceptOnly,
+		Inline:         o.inline,
 	}
 	if o.acceptOnly && strings.HasPrefix(strings.ToLower(o.backend), "memory:") {
 		return cfg, errors.New("--accept-only needs a --backend that workers share, sqlite://PATH or postgres://…: no other process can replay memory:'s operations")
