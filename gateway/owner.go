@@ -286,12 +286,7 @@ type ownerCookieKey struct{}
 // crypto/rand, base64url.
 const ownerCookieLength = 22
 
-// operationOwnerCookie is the cookie that holds, scoped by its Path to one
-// operation's monitor URL, the owner value that operation is bound to. See
-// bindOwnerCookie for why.
-const operationOwnerCookie = OwnerCookie + "_op"
-
-// The "issue-cookie" mode must survive the first visit of a browser that
+// Concurrent first requests. The "issue-cookie" mode must survive the first visit of a browser that
 // fires several requests at once: each arrives without a cookie, each
 // answer sets a different one, and the browser keeps the last — so that an
 // operation bound to any other would be lost to the very client that
@@ -311,6 +306,11 @@ const operationOwnerCookie = OwnerCookie + "_op"
 //     lives as long as its operation; a browser over its cookie limit for
 //     the site drops the least recently used first, which are those of
 //     operations long finished and unread.
+
+// operationOwnerCookie is the cookie that holds, scoped by its Path to one
+// operation's monitor URL, the owner value that operation is bound to: the
+// second point above.
+const operationOwnerCookie = OwnerCookie + "_op"
 
 // issueOwnerCookie gives OwnerCookie to a client of a pass-through request
 // that has none; the upstream's own Set-Cookie headers are added after it.
@@ -343,10 +343,11 @@ func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monito
 		stripCookie(r.Header, OwnerCookie)
 		stripCookie(r.Header, operationOwnerCookie)
 	}
-	if value == "" {
+	issued := value == ""
+	if issued {
 		value = newOwnerValue()
-		http.SetCookie(w, g.ownerCookie(r, OwnerCookie, value, "/"))
-	} else if !monitor {
+	}
+	if issued || !monitor {
 		http.SetCookie(w, g.ownerCookie(r, OwnerCookie, value, "/"))
 	}
 	if !monitor {
@@ -400,7 +401,7 @@ func ownerCookieMaxAge(cfg *Config) time.Duration {
 // operationCookieWriter is the ResponseWriter of a submit in the
 // "issue-cookie" mode: when the answer names its operation, in a Location
 // under the monitor prefix (a 202, or the answer of an inline operation),
-// it adds cookie scoped to that operation's monitor URL.
+// it adds cookie, scoped to that operation's monitor URL.
 type operationCookieWriter struct {
 	http.ResponseWriter
 	g           *Gateway
