@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"net/url"
+	"slices"
+	"strings"
 )
 
 // recordedRequest is what is kept of an incoming request so that a worker can
@@ -23,6 +26,38 @@ type recordedRequest struct {
 	TLS        bool
 	Header     http.Header
 	Body       []byte
+}
+
+// hopByHopHeaders are the request headers addressed to the server that
+// received the request rather than to the application (RFC 9110 §7.6.1,
+// and those net/http/httputil.ReverseProxy removes). Proxy-Authorization is
+// a client's credential for a proxy: keeping it would store a password that
+// no replay needs.
+var hopByHopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// recordedHeader returns the header to record of a request whose header is
+// h: h without its hop-by-hop headers and those its Connection header names,
+// which meant something to this connection only. It returns h itself, not a
+// copy, when there is nothing to remove.
+func recordedHeader(h http.Header) http.Header {
+	if !slices.ContainsFunc(hopByHopHeaders, func(name string) bool { return h[name] != nil }) {
+		return h
+	}
+	h = h.Clone()
+	for _, line := range h["Connection"] {
+		for name := range strings.SplitSeq(line, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopByHopHeaders {
+		delete(h, name)
+	}
+	return h
 }
 
 // storedResponse is a response recorded during replay, served verbatim later.

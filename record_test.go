@@ -88,3 +88,33 @@ func FuzzUnmarshalRecordedRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestRecordedHeaderLeavesOutWhatWasForThisHop(t *testing.T) {
+	t.Parallel()
+	h := http.Header{
+		"Authorization":       {"Bearer t0ken"}, // the application's: kept
+		"Cookie":              {"session=abc"},
+		"Proxy-Authorization": {"Basic cHJveHk6c2VjcmV0"},
+		"Connection":          {"keep-alive, X-Hop-Secret", "x-other-hop"},
+		"Keep-Alive":          {"timeout=5"},
+		"X-Hop-Secret":        {"for this connection only"},
+		"X-Other-Hop":         {"also"},
+		"Te":                  {"trailers"},
+		"Upgrade":             {"websocket"},
+		"X-App":               {"kept"},
+	}
+	original := h.Clone()
+	got := recordedHeader(h)
+	want := http.Header{"Authorization": {"Bearer t0ken"}, "Cookie": {"session=abc"}, "X-App": {"kept"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("recorded %v\nwant     %v", got, want)
+	}
+	if !reflect.DeepEqual(h, original) {
+		t.Errorf("the request's own header was changed: %v", h)
+	}
+
+	plain := http.Header{"Cookie": {"session=abc"}}
+	if got := recordedHeader(plain); reflect.ValueOf(got).Pointer() != reflect.ValueOf(plain).Pointer() {
+		t.Error("a header with nothing to leave out was copied")
+	}
+}

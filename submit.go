@@ -88,7 +88,7 @@ func (m *Middleware) record(w http.ResponseWriter, st *requestState) (*recordedR
 		Host:       r.Host,
 		RemoteAddr: r.RemoteAddr,
 		TLS:        r.TLS != nil,
-		Header:     r.Header,
+		Header:     recordedHeader(r.Header),
 		Body:       body,
 	}
 	if recorded.RequestURI == "" { // a request built in a test, not read from a connection

@@ -68,3 +68,31 @@ func TestDeclaredBodyOverLimitIsRefusedUnread(t *testing.T) {
 		t.Errorf("Content-Type = %q, want application/problem+json", ct)
 	}
 }
+
+// What meant something to the client's connection to this server only —
+// hop-by-hop headers, those Connection names, a proxy's credentials — is
+// neither stored nor replayed.
+func TestRecordedRequestLeavesOutHopByHopHeaders(t *testing.T) {
+	t.Parallel()
+	seen := make(chan http.Header, 1)
+	b := setup(t, asyncreply.Config{}, route("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(
+		func(w http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Clone()
+		}))))
+
+	resp := rawExchange(t, b, "GET /reports/1 HTTP/1.1\r\nHost: example\r\n"+
+		"Proxy-Authorization: Basic cHJveHk6c2VjcmV0\r\nConnection: keep-alive, X-Hop\r\nX-Hop: for this hop\r\n"+
+		"Keep-Alive: timeout=5\r\nX-Kept: end to end\r\n\r\n")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status = %d, want 202", resp.StatusCode)
+	}
+	replayed := recv(t, seen, "the replay")
+	for _, name := range []string{"Proxy-Authorization", "Connection", "X-Hop", "Keep-Alive"} {
+		if v := replayed.Values(name); len(v) > 0 {
+			t.Errorf("replay carries %s: %q", name, v)
+		}
+	}
+	if got := replayed.Get("X-Kept"); got != "end to end" {
+		t.Errorf("replay's X-Kept = %q, want the end-to-end header kept", got)
+	}
+}

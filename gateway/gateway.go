@@ -8,14 +8,16 @@
 // path, query, headers, cookies, body — to the upstream, with the
 // X-Forwarded-* headers of the original client and an Asyncreply-Operation
 // header naming the operation, and stores the upstream's response for the
-// client to collect. Every other request is proxied unchanged, streaming,
-// server-sent events and WebSocket upgrades included.
+// client to collect; a response that breaks off before its end fails the
+// operation with 502 instead. Every other request is proxied unchanged,
+// streaming, server-sent events and WebSocket upgrades included.
 package gateway
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,7 +37,9 @@ import (
 
 // OperationHeader is the request header that tells the upstream which
 // operation a replayed request belongs to. The gateway sets it on replays
-// and strips it from what clients send, so that its presence means a replay.
+// and strips it from what clients send, in every spelling an application
+// server could read as it (Asyncreply_Operation, any case), so that its
+// presence means a replay.
 const OperationHeader = "Asyncreply-Operation"
 
 // Defaults of Config's fields.
@@ -106,8 +110,10 @@ type Config struct {
 
 	// TrustedProxies are the networks whose X-Forwarded-* headers are
 	// believed: for monitor URLs, and passed on to the upstream ahead of the
-	// gateway's own. Defaults to none: a client's forwarded headers are
-	// replaced by the gateway's.
+	// gateway's own, as are their X-Forwarded-Ssl, X-Forwarded-Scheme,
+	// X-Forwarded-Port, X-Real-Ip and Client-Ip. Defaults to none: a
+	// client's X-Forwarded-For, -Host and -Proto are replaced by the
+	// gateway's, and those others dropped.
 	TrustedProxies []netip.Prefix
 
 	// Transport carries requests to the upstream. Defaults to a clone of
@@ -122,8 +128,11 @@ type Config struct {
 	//     API token, a stable cookie). Not a session cookie the application
 	//     re-issues on every response, as Rails' cookie store does.
 	//   - "issue-cookie": the gateway issues its own random, HttpOnly,
-	//     SameSite=Lax cookie (OwnerCookie) to a client submitting without
-	//     one and binds the operation to it. The upstream never sees it.
+	//     SameSite=Lax cookie (OwnerCookie) on any response to a client
+	//     without one, and binds each operation to it; each submit's answer
+	//     also sets a copy scoped to the operation's monitor URL, so that
+	//     the concurrent first requests of a browser, each given a different
+	//     cookie, keep their operations. The upstream never sees them.
 	//   - "upstream:PATH": the gateway asks the upstream who the caller is,
 	//     with a GET of PATH carrying only the caller's cookies and
 	//     Authorization; a 2xx answer's body is the principal, anything else
@@ -140,6 +149,12 @@ type Config struct {
 	// replay them (asyncreply.Config.AcceptOnly). Defaults to false: the
 	// gateway replays too, Concurrency at a time.
 	AcceptOnly bool
+
+	// Inline executes each operation inside the request that submits it,
+	// with the same monitor URLs (asyncreply.Config.Inline): development
+	// without a worker, where the answer is there as soon as the submit
+	// returns. It excludes AcceptOnly. Defaults to false.
+	Inline bool
 
 	// Logger receives structured logs. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -186,6 +201,8 @@ type Gateway struct {
 	owner      *owner          // nil without Config.Owner
 	transport  *http.Transport // ours to close, when Config.Transport was nil
 
+	ownerCookieMaxAge time.Duration // the lifetime of the "issue-cookie" mode's cookies
+
 	handlerOnce sync.Once
 	handler     http.Handler
 }
@@ -212,7 +229,7 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		cfg.Backend = memory.New(memory.Config{Concurrency: cfg.Concurrency})
 	}
-	g := &Gateway{cfg: cfg, upstream: upstream}
+	g := &Gateway{cfg: cfg, upstream: upstream, ownerCookieMaxAge: ownerCookieMaxAge(&cfg)}
 	if cfg.Transport == nil {
 		g.transport = newTransport()
 		cfg.Transport = g.transport
@@ -228,9 +245,10 @@ func New(cfg Config) (*Gateway, error) {
 		// The default: a response of known length is written as buffers
 		// fill, while server-sent events and responses of unknown length —
 		// streams — are flushed as each write arrives.
-		FlushInterval: 0,
-		ErrorHandler:  g.proxyError,
-		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		FlushInterval:  0,
+		ModifyResponse: g.guardReplayBody,
+		ErrorHandler:   g.proxyError,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	g.async, _ = asyncRoutes(cfg.Async, cfg.Prefix, g.proxy) // validated above
 	g.middleware, err = asyncreply.New(asyncreply.Config{
@@ -245,6 +263,7 @@ func New(cfg Config) (*Gateway, error) {
 		Key:            cfg.Key,
 		Owner:          ownerFunc,
 		AcceptOnly:     cfg.AcceptOnly,
+		Inline:         cfg.Inline,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -290,6 +309,9 @@ func (cfg Config) validate() (*url.URL, error) {
 	}
 	if _, private := cfg.Backend.(*memory.Backend); cfg.AcceptOnly && private {
 		return nil, errAcceptOnlyMemory
+	}
+	if cfg.AcceptOnly && cfg.Inline {
+		return nil, &ConfigError{"Inline", errors.New("excludes AcceptOnly: inline operations execute in the request that submits them, not in workers")}
 	}
 	return upstream, nil
 }
@@ -400,16 +422,27 @@ func (g *Gateway) Handler() http.Handler {
 		g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, pattern := g.async.Handler(r)
 			if monitor := strings.HasPrefix(r.URL.Path, g.cfg.Prefix); pattern != "" || monitor {
-				if g.owner != nil && g.owner.mode.kind == "issue-cookie" {
-					r = g.bindOwnerCookie(w, r, monitor)
+				if !monitor {
+					r = g.withoutSpoofable(r) // before it is recorded
+				}
+				if g.issuesOwnerCookie() {
+					w, r = g.bindOwnerCookie(w, r, monitor)
 				}
 				async.ServeHTTP(w, r)
 				return
+			}
+			if g.issuesOwnerCookie() {
+				g.issueOwnerCookie(w, r)
 			}
 			g.proxy.ServeHTTP(w, r)
 		})
 	})
 	return g.handler
+}
+
+// issuesOwnerCookie reports whether the Owner mode is "issue-cookie".
+func (g *Gateway) issuesOwnerCookie() bool {
+	return g.owner != nil && g.owner.mode.kind == "issue-cookie"
 }
 
 // Shutdown stops accepting new operations, lets running replays finish
@@ -444,11 +477,13 @@ func (g *Gateway) CheckUpstream(ctx context.Context) error {
 }
 
 // rewrite forwards to the upstream with the X-Forwarded-* headers of the
-// original client. On replay the recorded request keeps that client's
-// RemoteAddr, Host and TLS state, so the same code serves both.
+// original client, and without the headers it must not set (spoofable). On
+// replay the recorded request keeps that client's RemoteAddr, Host and TLS
+// state, so the same code serves both.
 func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(g.upstream)
 	trusted := netaddr.Trusted(pr.In.RemoteAddr, g.cfg.TrustedProxies)
+	stripSpoofable(pr.Out.Header, trusted)
 	if trusted {
 		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	}
@@ -460,13 +495,127 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 	}
-	pr.Out.Header.Del(OperationHeader)
-	if g.owner != nil && g.owner.mode.kind == "issue-cookie" {
-		stripCookie(pr.Out.Header, OwnerCookie, false) // the gateway's own, not the upstream's
+	if g.issuesOwnerCookie() {
+		// The gateway's own, not the upstream's. operationOwnerCookie is
+		// only ever sent to monitor URLs, which are not forwarded.
+		stripCookie(pr.Out.Header, OwnerCookie)
 	}
 	if id, ok := asyncreply.OperationID(pr.In.Context()); ok {
 		pr.Out.Header.Set(OperationHeader, id)
 	}
+}
+
+// guardReplayBody makes a replay whose upstream response breaks off — short
+// of its Content-Length, a chunked body without its last chunk, a reset
+// connection — fail with 502 instead of storing the part that arrived as the
+// answer. A client of the proxied request sees its connection aborted
+// (ReverseProxy panics with http.ErrAbortHandler under a server), but a
+// replay runs under no server, and there ReverseProxy only logs the error
+// and returns as if the response were whole.
+func (g *Gateway) guardReplayBody(resp *http.Response) error {
+	ctx := resp.Request.Context()
+	if id, replay := asyncreply.OperationID(ctx); replay && resp.StatusCode != http.StatusSwitchingProtocols {
+		// An upgrade's body is the connection itself, which ReverseProxy
+		// needs unwrapped; a replay has no client to upgrade anyway.
+		resp.Body = &replayBody{ReadCloser: resp.Body, ctx: ctx, id: id, logger: g.cfg.Logger}
+	}
+	return nil
+}
+
+// replayBody is an upstream response body read during a replay.
+type replayBody struct {
+	io.ReadCloser
+	ctx    context.Context
+	id     string
+	logger *slog.Logger
+}
+
+func (b *replayBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.ctx.Err() == nil { // a canceled or timed-out replay has its own outcome
+		b.logger.Warn("gateway: the upstream's response broke off; the operation fails with 502", "operation", b.id, "error", err)
+		asyncreply.Fail(b.ctx, http.StatusBadGateway, "Bad Gateway", "The upstream application's response broke off before its end.")
+	}
+	return n, err
+}
+
+// clientInfoHeaders are the request headers through which applications
+// learn the client's address, or that it used HTTPS, from a proxy in front:
+// X-Forwarded-Ssl: on is HTTPS to Rack, Client-Ip the address to Rails.
+// Only a proxy of Config.TrustedProxies may send them; the gateway sets the
+// first three itself.
+var clientInfoHeaders = []string{
+	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+	"X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Forwarded-Port", "X-Real-Ip", "Client-Ip", "Forwarded",
+}
+
+// spoofable reports whether the request header name, sent by a client (a
+// proxy of Config.TrustedProxies when trusted), is kept from the upstream:
+//   - any spelling of OperationHeader, which only the gateway sets;
+//   - one of clientInfoHeaders, unless trusted;
+//   - even from a trusted proxy, one of them spelled with underscores for
+//     dashes: no proxy sends that spelling, but Rack, WSGI and PHP read it
+//     as the header itself (X_Forwarded_Ssl and X-Forwarded-Ssl both become
+//     HTTP_X_FORWARDED_SSL), and a proxy may pass it on from its client.
+func spoofable(name string, trusted bool) bool {
+	if readsAs(name, OperationHeader) {
+		return true
+	}
+	for _, info := range clientInfoHeaders {
+		if readsAs(name, info) {
+			return !trusted || strings.IndexByte(name, '_') >= 0
+		}
+	}
+	return false
+}
+
+// readsAs reports whether a server that ignores case and reads underscores
+// as dashes, as every CGI-style one does, takes the header name for want.
+// It allocates nothing: it runs on every header of every request.
+func readsAs(name, want string) bool {
+	if len(name) != len(want) {
+		return false
+	}
+	for i := range len(name) {
+		c, w := name[i], want[i]
+		if c == '_' {
+			c = '-'
+		}
+		if c != w && lowerASCII(c) != lowerASCII(w) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// stripSpoofable removes the spoofable headers from h.
+func stripSpoofable(h http.Header, trusted bool) {
+	for name := range h {
+		if spoofable(name, trusted) {
+			delete(h, name)
+		}
+	}
+}
+
+// withoutSpoofable returns r, or a copy of it without its spoofable headers,
+// so that they are not recorded with an operation.
+func (g *Gateway) withoutSpoofable(r *http.Request) *http.Request {
+	trusted := netaddr.Trusted(r.RemoteAddr, g.cfg.TrustedProxies)
+	for name := range r.Header {
+		if spoofable(name, trusted) {
+			r = r.Clone(r.Context()) // the caller's request is not ours to change
+			stripSpoofable(r.Header, trusted)
+			return r
+		}
+	}
+	return r
 }
 
 // proxyError answers a request the upstream did not: 502 problem+json, on

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,13 +13,17 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/backendurl"
+	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/gateway"
 )
 
@@ -336,6 +341,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative concurrency", gateway.Config{Upstream: ok, Concurrency: -1}, "Concurrency", []string{"negative"}},
 		{"negative wait", gateway.Config{Upstream: ok, Wait: -time.Second}, "Wait", []string{"negative"}},
 		{"accept-only in memory", gateway.Config{Upstream: ok, AcceptOnly: true}, "AcceptOnly", []string{"in-memory"}},
+		{"inline and accept-only", gateway.Config{Upstream: ok, Inline: true, AcceptOnly: true, Backend: sharedBackend{}}, "Inline", []string{"AcceptOnly"}},
 		{"negative route timeout", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET /x", Timeout: -time.Second}}}, "Async", []string{`"GET /x"`, "timeout must not be negative"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -489,5 +495,314 @@ func TestRouteOptionsApplyToTheirRouteOnly(t *testing.T) {
 	<-seenC
 	if poll, body := b.get(t, other.Header.Get("Location"), "Prefer", "wait=1"); poll.StatusCode != http.StatusAccepted {
 		t.Errorf("poll of the route with the default timeout = %d %s, want 202: still running", poll.StatusCode, body)
+	}
+}
+
+// rawUpstream is an upstream written by hand on a TCP listener, for answers
+// no net/http server gives. Each connection's request head is read, raw, and
+// handed to answer with the connection, which is closed when answer returns.
+func rawUpstream(t *testing.T, answer func(conn *net.TCPConn, head string)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer conn.Close()
+				var head strings.Builder
+				r := bufio.NewReader(conn)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+					head.WriteString(line)
+				}
+				answer(conn.(*net.TCPConn), head.String())
+			})
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// signalingTransport tells on responded each time the upstream's response
+// head has arrived, or the round trip failed.
+type signalingTransport struct {
+	http.RoundTripper
+	responded chan struct{}
+}
+
+func (s signalingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	defer func() {
+		select {
+		case s.responded <- struct{}{}:
+		default: // nobody is waiting for this one
+		}
+	}()
+	return s.RoundTripper.RoundTrip(r)
+}
+
+func TestTruncatedUpstreamBodyIsNeverStored(t *testing.T) {
+	t.Parallel()
+	const partial = "0123456789"
+	for _, tc := range []struct {
+		name   string
+		answer func(conn *net.TCPConn, responded <-chan struct{})
+	}{
+		{"short of its Content-Length", func(conn *net.TCPConn, _ <-chan struct{}) {
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"+partial)
+		}},
+		{"chunked without its last chunk", func(conn *net.TCPConn, _ <-chan struct{}) {
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\na\r\n"+partial+"\r\n")
+		}},
+		{"connection reset mid-body", func(conn *net.TCPConn, responded <-chan struct{}) {
+			io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"+partial)
+			<-responded       // the gateway is reading the body now
+			conn.SetLinger(0) // close with a RST
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			responded := make(chan struct{}, 1)
+			upstream := rawUpstream(t, func(conn *net.TCPConn, _ string) { tc.answer(conn, responded) })
+			transport := &http.Transport{}
+			t.Cleanup(transport.CloseIdleConnections)
+			b := setup(t, http.NotFoundHandler(), gateway.Config{
+				Upstream:  upstream,
+				Transport: signalingTransport{transport, responded},
+				Async:     []gateway.Route{{Pattern: "GET /reports/{id}"}},
+			})
+
+			// Replayed: the operation fails as 502, and nothing is served
+			// as its response.
+			resp, body := b.get(t, b.gateway.URL+"/reports/7")
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("submit: %d %s, want 202", resp.StatusCode, body)
+			}
+			monitor := resp.Header.Get("Location")
+			for resp.StatusCode == http.StatusAccepted {
+				resp, body = b.get(t, monitor, "Prefer", "wait=10")
+			}
+			if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("poll: %d %s %s, want 502 problem+json", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+			}
+			resp, body = b.get(t, monitor+"/response")
+			if resp.StatusCode == http.StatusOK || strings.Contains(body, partial) {
+				t.Errorf("response: %d %q, want no stored response", resp.StatusCode, body)
+			}
+
+			// Passed through: the client sees the response break off too,
+			// before its head (still buffered when the gateway aborts) or
+			// in its body.
+			resp, err := b.client.Get(b.gateway.URL + "/other")
+			if err == nil {
+				var got []byte
+				got, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					t.Errorf("pass-through: %d %q read to its end, want the connection aborted", resp.StatusCode, got)
+				}
+			}
+		})
+	}
+}
+
+// echoHeadUpstream is an upstream answering every request with the header
+// lines it received, raw, one per line of its body.
+func echoHeadUpstream(t *testing.T) string {
+	return rawUpstream(t, func(conn *net.TCPConn, head string) {
+		_, lines, _ := strings.Cut(head, "\r\n") // without the request line
+		fmt.Fprintf(conn, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(lines), lines)
+	})
+}
+
+// headerLines returns the values of the header lines of head that a server
+// reading underscores as dashes, in any case, takes for name.
+func headerLines(head, name string) []string {
+	var values []string
+	for line := range strings.SplitSeq(head, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), name) {
+			values = append(values, strings.TrimSpace(v))
+		}
+	}
+	return values
+}
+
+// spoofing are headers a client sends to pass for a replay, or for a proxy
+// reporting another address or HTTPS, in the spellings that Rack, WSGI and
+// PHP read as the real ones.
+var spoofing = map[string]string{
+	"Asyncreply_Operation": "forged", "asyncreply_OPERATION": "forged", "Asyncreply-Operation": "forged",
+	"X-Forwarded-Ssl": "on", "X_Forwarded_Ssl": "on", "X-Forwarded-Scheme": "https", "X_Forwarded_Scheme": "https",
+	"X-Real-Ip": "6.6.6.6", "X_Real_IP": "6.6.6.6", "Client-Ip": "6.6.6.6", "CLIENT_IP": "6.6.6.6",
+	"Forwarded": "for=6.6.6.6;proto=https", "X-Forwarded-Port": "443",
+	"X_Forwarded_For": "6.6.6.6", "X_Forwarded_Proto": "https", "X_Forwarded_Host": "evil.example",
+}
+
+func spoofedRequest(t *testing.T, target string) *http.Request {
+	req, err := http.NewRequest(http.MethodGet, target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, value := range spoofing {
+		req.Header[name] = []string{value} // as spelled: net/http sends map keys unchanged
+	}
+	req.Header.Set("X-App", "kept")
+	return req
+}
+
+func TestClientCannotSpoofReplayOrProxyHeaders(t *testing.T) {
+	t.Parallel()
+	be := memory.New(memory.Config{Concurrency: 1})
+	b := setup(t, http.NotFoundHandler(), gateway.Config{Upstream: echoHeadUpstream(t), Backend: be, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
+
+	check := func(t *testing.T, head, operation string) {
+		t.Helper()
+		if got := headerLines(head, gateway.OperationHeader); operation == "" && len(got) > 0 || operation != "" && !slices.Equal(got, []string{operation}) {
+			t.Errorf("upstream saw %s lines %q, want [%s]", gateway.OperationHeader, got, operation)
+		}
+		for _, name := range []string{"X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Real-Ip", "Client-Ip", "Forwarded", "X-Forwarded-Port"} {
+			if got := headerLines(head, name); len(got) > 0 {
+				t.Errorf("upstream saw the client's %s: %q", name, got)
+			}
+		}
+		for name, want := range map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http", "X-Forwarded-Host": strings.TrimPrefix(b.gateway.URL, "http://")} {
+			if got := headerLines(head, name); !slices.Equal(got, []string{want}) {
+				t.Errorf("upstream saw %s lines %q, want only the gateway's [%s]", name, got, want)
+			}
+		}
+		if got := headerLines(head, "X-App"); !slices.Equal(got, []string{"kept"}) {
+			t.Errorf("upstream saw X-App %q: the application's own headers must pass", got)
+		}
+	}
+
+	t.Run("pass-through", func(t *testing.T) {
+		resp, head := b.do(t, spoofedRequest(t, b.gateway.URL+"/other"))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("pass-through: %d %s", resp.StatusCode, head)
+		}
+		check(t, head, "")
+	})
+	t.Run("replay", func(t *testing.T) {
+		resp, body := b.do(t, spoofedRequest(t, b.gateway.URL+"/reports/7"))
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("submit: %d %s", resp.StatusCode, body)
+		}
+		monitor := resp.Header.Get("Location")
+		id := path.Base(monitor)
+		op, err := be.Get(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recorded := strings.ReplaceAll(strings.ToLower(string(op.Request)), "_", "-") // stored in clear: no Key
+		for _, name := range []string{"asyncreply-operation", "x-forwarded-ssl", "x-real-ip", "client-ip"} {
+			if strings.Contains(recorded, name) {
+				t.Errorf("the recorded request holds the client's %s", name)
+			}
+		}
+		_, head := b.finalResponse(t, monitor)
+		check(t, head, id)
+	})
+}
+
+func TestTrustedProxyKeepsItsForwardingHeaders(t *testing.T) {
+	t.Parallel()
+	b := setup(t, http.NotFoundHandler(), gateway.Config{Upstream: echoHeadUpstream(t), TrustedProxies: mustPrefixes(t, "127.0.0.0/8")})
+	_, head := b.do(t, spoofedRequest(t, b.gateway.URL+"/other"))
+	for name, want := range map[string]string{"X-Forwarded-Ssl": "on", "X-Forwarded-Scheme": "https", "X-Real-Ip": "6.6.6.6", "Client-Ip": "6.6.6.6", "X-Forwarded-Port": "443"} {
+		// Only the spelling a proxy sends: an underscore is a client's.
+		if got := headerLines(head, name); !slices.Equal(got, []string{want}) {
+			t.Errorf("upstream saw %s lines %q, want the proxy's [%s]", name, got, want)
+		}
+	}
+	if got := headerLines(head, gateway.OperationHeader); len(got) > 0 {
+		t.Errorf("upstream saw %s %q from a trusted proxy's client", gateway.OperationHeader, got)
+	}
+	if got := headerLines(head, "X-Forwarded-For"); !slices.Equal(got, []string{"127.0.0.1"}) {
+		t.Errorf("upstream saw X-Forwarded-For lines %q, want [127.0.0.1]: X_Forwarded_For is no proxy's", got)
+	}
+}
+
+// sharedBackend stands for a backend other processes share, as AcceptOnly
+// needs; New rejects the Config before using it.
+type sharedBackend struct{ backend.Backend }
+
+func TestInlineOperationIsFinishedWhenTheSubmitReturns(t *testing.T) {
+	t.Parallel()
+	seenC, release := make(chan seen, 1), make(chan struct{})
+	close(release)
+	b := setup(t, slowReport(seenC, release), gateway.Config{Inline: true, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
+
+	resp, body := b.get(t, b.gateway.URL+"/reports/7")
+	select {
+	case got := <-seenC:
+		if got.path != "/reports/7" {
+			t.Errorf("upstream saw %s", got.path)
+		}
+	default:
+		t.Fatalf("the submit returned (%d %s) before the upstream was asked", resp.StatusCode, body)
+	}
+	location, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || location.Path == "" {
+		t.Fatalf("submit: %d, Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	next, _ := url.Parse(b.gateway.URL)
+	if poll, body := b.get(t, next.ResolveReference(location).String()); poll.StatusCode == http.StatusAccepted {
+		t.Errorf("poll right after the submit: %d %s, want the operation finished", poll.StatusCode, body)
+	}
+}
+
+// cannedTransport answers every request at once, so that a benchmark
+// measures the gateway rather than an upstream.
+type cannedTransport struct{}
+
+func (cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return &http.Response{
+		StatusCode:    http.StatusOK,
+		Header:        http.Header{"Content-Type": {"text/plain"}},
+		Body:          io.NopCloser(strings.NewReader("hello")),
+		ContentLength: 5,
+		Request:       r,
+	}, nil
+}
+
+// BenchmarkPassThrough is the gateway's own cost of proxying a request
+// unchanged, with and without the owner cookie of the "issue-cookie" mode.
+func BenchmarkPassThrough(b *testing.B) {
+	for _, bc := range []struct{ name, owner, cookie string }{
+		{"no owner", "", "session=abc"},
+		{"issue-cookie, has one", "issue-cookie", "session=abc; " + gateway.OwnerCookie + "=" + unknownID},
+		{"issue-cookie, issued one", "issue-cookie", "session=abc"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			gw, err := gateway.New(gateway.Config{Upstream: "http://127.0.0.1:3000", Transport: cannedTransport{}, Owner: bc.owner, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer gw.Shutdown(context.Background())
+			h := gw.Handler()
+			req := httptest.NewRequest(http.MethodGet, "http://app.example/fast", nil)
+			req.Header.Set("Cookie", bc.cookie)
+			req.Header.Set("Accept", "*/*")
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeHTTP(httptest.NewRecorder(), req)
+			}
+		})
 	}
 }

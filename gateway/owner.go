@@ -286,47 +286,167 @@ type ownerCookieKey struct{}
 // crypto/rand, base64url.
 const ownerCookieLength = 22
 
-// bindOwnerCookie handles the "issue-cookie" mode for a request to an async
-// route or a monitor URL. It takes the gateway's cookie out of the request,
-// so that it is neither recorded nor replayed to the upstream, and puts its
-// value in the context for owner.principal. A submit without one gets a new
-// cookie; every submit gets it again, so that it lives as long as the
-// operation it binds.
-func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monitor bool) *http.Request {
-	value, found := stripCookie(r.Header, OwnerCookie, true)
-	if found {
-		r = r.Clone(r.Context()) // the header is changed below, not the caller's
-		stripCookie(r.Header, OwnerCookie, false)
+// Concurrent first requests. The "issue-cookie" mode must survive the first visit of a browser that
+// fires several requests at once: each arrives without a cookie, each
+// answer sets a different one, and the browser keeps the last — so that an
+// operation bound to any other would be lost to the very client that
+// submitted it. Two things make a client's operations converge on it:
+//
+//   - The gateway issues OwnerCookie on every response to a client without
+//     one, pass-through included (issueOwnerCookie), so that the page a
+//     browser loads first gives it the cookie before its first asynchronous
+//     request, and every operation after is bound to that one value.
+//   - A submit's answer also carries operationOwnerCookie, with the value
+//     the operation is bound to and the operation's monitor URL as its Path,
+//     and a monitor request believes it before OwnerCookie. The browser
+//     keeps one such cookie per operation (a cookie is known by its name
+//     and path), and sends each only to its own operation's URLs, so an
+//     operation stays readable by its submitter even when a concurrent
+//     answer to a request sent without a cookie replaced OwnerCookie. Each
+//     lives as long as its operation; a browser over its cookie limit for
+//     the site drops the least recently used first, which are those of
+//     operations long finished and unread.
+
+// operationOwnerCookie is the cookie that holds, scoped by its Path to one
+// operation's monitor URL, the owner value that operation is bound to: the
+// second point above.
+const operationOwnerCookie = OwnerCookie + "_op"
+
+// issueOwnerCookie gives OwnerCookie to a client of a pass-through request
+// that has none; the upstream's own Set-Cookie headers are added after it.
+// A client that has the cookie costs nothing here.
+func (g *Gateway) issueOwnerCookie(w http.ResponseWriter, r *http.Request) {
+	if value, _ := cookieValue(r.Header, OwnerCookie); !validOwnerValue(value) {
+		http.SetCookie(w, g.ownerCookie(r, OwnerCookie, newOwnerValue(), "/"))
 	}
-	if len(value) != ownerCookieLength || base64Invalid(value) {
-		value = ""
-	}
-	if !monitor {
-		if value == "" {
-			var b [16]byte
-			rand.Read(b[:]) // crypto/rand.Read never fails
-			value = base64.RawURLEncoding.EncodeToString(b[:])
-		}
-		maxAge := cmp.Or(g.cfg.Retention, DefaultRetention) + cmp.Or(g.cfg.Timeout, DefaultTimeout)
-		http.SetCookie(w, &http.Cookie{
-			Name:     OwnerCookie,
-			Value:    value,
-			Path:     "/",
-			MaxAge:   int(maxAge / time.Second),
-			HttpOnly: true,
-			Secure:   g.secure(r),
-			SameSite: http.SameSiteLaxMode,
-		})
-	}
-	if value == "" {
-		return r
-	}
-	return r.WithContext(context.WithValue(r.Context(), ownerCookieKey{}, value))
 }
 
-func base64Invalid(s string) bool {
-	_, err := base64.RawURLEncoding.DecodeString(s)
-	return err != nil
+// bindOwnerCookie handles the "issue-cookie" mode for a request to an async
+// route or a monitor URL. It takes the gateway's cookies out of the request,
+// so that they are neither recorded nor replayed to the upstream, and puts
+// the owner value in the context for owner.principal: on a monitor request,
+// operationOwnerCookie's when the client has it, else OwnerCookie's. A
+// client without OwnerCookie gets a new one, and every submit gets it again,
+// so that it lives as long as the operations it binds; the returned writer
+// adds the operation's own cookie to a submit's answer.
+func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monitor bool) (http.ResponseWriter, *http.Request) {
+	value, found := cookieValue(r.Header, OwnerCookie)
+	if !validOwnerValue(value) {
+		value = ""
+	}
+	operationValue, operationFound := cookieValue(r.Header, operationOwnerCookie)
+	if monitor && validOwnerValue(operationValue) {
+		value = operationValue
+	}
+	if found || operationFound {
+		r = r.Clone(r.Context()) // the header is changed below, not the caller's
+		stripCookie(r.Header, OwnerCookie)
+		stripCookie(r.Header, operationOwnerCookie)
+	}
+	issued := value == ""
+	if issued {
+		value = newOwnerValue()
+	}
+	if issued || !monitor {
+		http.SetCookie(w, g.ownerCookie(r, OwnerCookie, value, "/"))
+	}
+	if !monitor {
+		w = &operationCookieWriter{ResponseWriter: w, g: g, cookie: g.ownerCookie(r, operationOwnerCookie, value, "")}
+	}
+	return w, r.WithContext(context.WithValue(r.Context(), ownerCookieKey{}, value))
+}
+
+func newOwnerValue() string {
+	var b [16]byte
+	rand.Read(b[:]) // crypto/rand.Read never fails
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// validOwnerValue reports whether value could have been issued by
+// newOwnerValue; anything else a client sends is treated as no cookie.
+func validOwnerValue(value string) bool {
+	if len(value) != ownerCookieLength {
+		return false
+	}
+	var b [16]byte // on the stack: this runs on every pass-through request
+	_, err := base64.RawURLEncoding.Decode(b[:], []byte(value))
+	return err == nil
+}
+
+// ownerCookie is one of the gateway's cookies: HttpOnly, SameSite=Lax,
+// Secure when the client reached the gateway over HTTPS, and kept as long
+// as the longest-lived operation it may bind.
+func (g *Gateway) ownerCookie(r *http.Request, name, value, path string) *http.Cookie {
+	return &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     path,
+		MaxAge:   int(g.ownerCookieMaxAge / time.Second),
+		HttpOnly: true,
+		Secure:   g.secure(r),
+		SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// ownerCookieMaxAge is how long an owner cookie is kept: as long as the
+// longest-lived operation of any route, from its submit to its expiry.
+func ownerCookieMaxAge(cfg *Config) time.Duration {
+	longest := cmp.Or(cfg.Retention, DefaultRetention) + cmp.Or(cfg.Timeout, DefaultTimeout)
+	for _, route := range cfg.Async {
+		longest = max(longest, cmp.Or(route.Retention, cfg.Retention, DefaultRetention)+cmp.Or(route.Timeout, cfg.Timeout, DefaultTimeout))
+	}
+	return longest
+}
+
+// operationCookieWriter is the ResponseWriter of a submit in the
+// "issue-cookie" mode: when the answer names its operation, in a Location
+// under the monitor prefix (a 202, or the answer of an inline operation),
+// it adds cookie, scoped to that operation's monitor URL.
+type operationCookieWriter struct {
+	http.ResponseWriter
+	g           *Gateway
+	cookie      *http.Cookie
+	wroteHeader bool
+}
+
+func (w *operationCookieWriter) WriteHeader(code int) {
+	if !w.wroteHeader && code >= 200 {
+		w.wroteHeader = true
+		if path := w.g.operationPath(w.Header().Get("Location")); path != "" {
+			w.cookie.Path = path
+			http.SetCookie(w.ResponseWriter, w.cookie)
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *operationCookieWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *operationCookieWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// operationPath is the path of the operation's monitor URL as the client
+// sees it, PublicURL's path included, taken from location, a monitor URL or
+// one under it; "" when location is none of these.
+func (g *Gateway) operationPath(location string) string {
+	u, err := url.Parse(location)
+	if err != nil {
+		return ""
+	}
+	i := strings.Index(u.Path, g.cfg.Prefix)
+	if i < 0 {
+		return ""
+	}
+	id, _, _ := strings.Cut(u.Path[i+len(g.cfg.Prefix):], "/")
+	if id == "" {
+		return ""
+	}
+	return u.Path[:i+len(g.cfg.Prefix)] + id
 }
 
 // secure reports whether the client reached the gateway over HTTPS.
@@ -337,37 +457,46 @@ func (g *Gateway) secure(r *http.Request) bool {
 	return netaddr.Trusted(r.RemoteAddr, g.cfg.TrustedProxies) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
-// stripCookie returns the value of the first cookie called name in h's
-// Cookie headers and whether there was one; unless dryRun, it also removes
-// every cookie of that name, leaving the others as they were.
-func stripCookie(h http.Header, name string, dryRun bool) (value string, found bool) {
-	lines := h.Values("Cookie")
+// cookieValue returns the value of the first cookie called name in h's
+// Cookie headers, and whether there is one. It allocates nothing: it runs on
+// every pass-through request in the "issue-cookie" mode.
+func cookieValue(h http.Header, name string) (value string, found bool) {
+	for _, line := range h["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			if n, v, _ := strings.Cut(strings.TrimSpace(part), "="); n == name {
+				return strings.Trim(v, `"`), true
+			}
+		}
+	}
+	return "", false
+}
+
+// stripCookie removes every cookie called name from h's Cookie headers,
+// leaving the others as they were.
+func stripCookie(h http.Header, name string) {
+	if _, found := cookieValue(h, name); !found {
+		return
+	}
+	lines := h["Cookie"]
 	kept := lines[:0:0]
 	for _, line := range lines {
 		parts := strings.Split(line, ";")
 		keep := parts[:0]
 		for _, part := range parts {
-			n, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if n == name {
-				if !found {
-					value, found = strings.Trim(v, `"`), true
-				}
-				continue
-			}
-			if strings.TrimSpace(part) != "" {
-				keep = append(keep, strings.TrimSpace(part))
+			part = strings.TrimSpace(part)
+			if n, _, _ := strings.Cut(part, "="); n != name && part != "" {
+				keep = append(keep, part)
 			}
 		}
 		if len(keep) > 0 {
 			kept = append(kept, strings.Join(keep, "; "))
 		}
 	}
-	if !dryRun && found {
-		if len(kept) == 0 {
-			h.Del("Cookie")
-		} else {
-			h["Cookie"] = kept
-		}
+	if len(kept) == 0 {
+		h.Del("Cookie")
+	} else {
+		h["Cookie"] = kept
 	}
-	return value, found
 }

@@ -3,7 +3,9 @@ package gateway_test
 import (
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -419,5 +421,114 @@ func TestUpstreamOwnerAsksOnceForConcurrentCallers(t *testing.T) {
 	}
 	if keptAlive.Load() {
 		t.Error("/whoami was asked over a kept-alive connection; want Connection: close, so the app's thread is free at once")
+	}
+}
+
+// browser is a client with a cookie jar, as a browser keeps cookies: by
+// name, domain and path, the last one set winning.
+func (b *bundle) browser(t *testing.T) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Transport: b.client.Transport, Jar: jar, CheckRedirect: b.client.CheckRedirect}
+}
+
+func getAs(t *testing.T, c *http.Client, rawURL string, header ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+func TestIssueCookieConcurrentFirstSubmitsStayWithTheirClient(t *testing.T) {
+	t.Parallel()
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" {
+			http.SetCookie(w, &http.Cookie{Name: "app", Value: "1", Path: "/"})
+			http.SetCookie(w, &http.Cookie{Name: "theme", Value: "dark", Path: "/"})
+			io.WriteString(w, "the page")
+			return
+		}
+		io.WriteString(w, "report")
+	})
+	for name, firstPageView := range map[string]bool{"after a first page view": true, "as the very first requests": false} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, upstream, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "issue-cookie"})
+			alice, bob := b.browser(t), b.browser(t)
+			if firstPageView {
+				resp, _ := getAs(t, alice, b.gateway.URL+"/")
+				if c := ownerCookieOf(t, resp); !c.HttpOnly || c.Path != "/" {
+					t.Errorf("owner cookie issued on a pass-through: %q", resp.Header.Values("Set-Cookie"))
+				}
+				if got := resp.Header.Values("Set-Cookie"); len(got) != 3 || !slices.Contains(got, "app=1; Path=/") || !slices.Contains(got, "theme=dark; Path=/") {
+					t.Errorf("Set-Cookie %q: want the upstream's two cookies beside the owner cookie", got)
+				}
+				if resp, _ := getAs(t, alice, b.gateway.URL+"/"); len(resp.Header.Values("Set-Cookie")) != 2 {
+					t.Errorf("a client holding the owner cookie was issued cookies %q, want only the upstream's", resp.Header.Values("Set-Cookie"))
+				}
+			}
+			getAs(t, bob, b.gateway.URL+"/")
+
+			const submits = 20
+			monitors := make(chan string, submits)
+			var wg sync.WaitGroup
+			for range submits {
+				wg.Go(func() {
+					resp, err := alice.Get(b.gateway.URL + "/report")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusAccepted {
+						t.Errorf("submit: %d, want 202", resp.StatusCode)
+						return
+					}
+					monitors <- resp.Header.Get("Location")
+				})
+			}
+			wg.Wait()
+			close(monitors)
+			readable := 0
+			for monitor := range monitors {
+				resp, body := getAs(t, bob, monitor)
+				if resp.StatusCode != http.StatusNotFound {
+					t.Errorf("another client's poll: %d %s, want 404", resp.StatusCode, body)
+				}
+				resp, body = getAs(t, alice, monitor, "Prefer", "wait=10")
+				for resp.StatusCode == http.StatusAccepted {
+					resp, body = getAs(t, alice, monitor, "Prefer", "wait=10")
+				}
+				if resp.StatusCode != http.StatusSeeOther {
+					t.Errorf("the submitting client's poll: %d %s, want 303", resp.StatusCode, body)
+					continue
+				}
+				if resp, body = getAs(t, alice, monitor+"/response"); resp.StatusCode != http.StatusOK || body != "report" {
+					t.Errorf("the submitting client's response: %d %q", resp.StatusCode, body)
+					continue
+				}
+				readable++
+			}
+			if readable != submits {
+				t.Errorf("%d of %d concurrent submits readable by the client that made them", readable, submits)
+			}
+		})
 	}
 }

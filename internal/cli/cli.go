@@ -13,7 +13,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"sort"
 	"strings"
@@ -127,6 +126,8 @@ type gatewayOptions struct {
 	owner          string
 	key            keyFlag
 	acceptOnly     bool
+	inline         bool
+	timeouts       serverTimeouts
 
 	maxQueued         int
 	maxQueuedPerOwner int
@@ -147,6 +148,9 @@ func (o *gatewayOptions) check(parseErr error, upstream string) (*gatewayOptions
 		return nil, errors.New("--upstream is required: " + upstream)
 	case o.concurrency < 0:
 		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
+	}
+	if err := o.timeouts.check(); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
@@ -183,13 +187,15 @@ response.
 	fs.DurationVar(&o.retention, "retention", gateway.DefaultRetention, "how long a finished operation and its response are kept")
 	fs.DurationVar(&o.timeout, "timeout", gateway.DefaultTimeout, "longest a replay may run; then it fails with 504")
 	fs.StringVar(&o.publicURL, "public-url", "", "scheme and host of the monitor URLs sent to clients, e.g. https://app.example; when unset, built from each request")
-	fs.Var(&o.trustedProxies, "trusted-proxy", "`CIDR` of a proxy whose X-Forwarded-* headers are believed; repeatable")
+	fs.Var(&o.trustedProxies, "trusted-proxy", "`CIDR` of a proxy whose X-Forwarded-*, X-Real-IP and Client-IP headers are believed, and dropped from anyone else; repeatable")
 	fs.Var(&o.key, "key", "32-byte `key` (64 hex digits or base64) encrypting recorded requests and responses at rest; prefer ASYNCREPLY_KEY to a flag, which other users can see in the process list")
 	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
 	fs.BoolVar(&o.acceptOnly, "accept-only", false, "accept and serve operations but replay none: 'asyncreply worker' processes sharing --backend replay them")
 	fs.IntVar(&o.maxQueued, "max-queued", 0, fmt.Sprintf("most operations waiting to run, beyond which new ones get 503 and Retry-After; 0: the backend's default (memory: %d, and %d MiB of request bodies; sqlite, postgres: none); negative: none",
 		memory.DefaultMaxQueued, memory.DefaultMaxQueuedBytes>>20))
 	fs.IntVar(&o.maxQueuedPerOwner, "max-queued-per-owner", 0, "most operations of one --owner waiting to run, beyond which its new ones get 429 and Retry-After while others are still accepted; 0: none")
+	fs.BoolVar(&o.inline, "inline", false, "development: execute each operation inside the request that submits it, with the same monitor URLs")
+	o.timeouts.addFlags(fs)
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -198,7 +204,7 @@ response.
 var flagOf = map[string]string{
 	"Upstream": "--upstream", "Async": "--async", "Concurrency": "--concurrency", "Wait": "--wait",
 	"Timeout": "--timeout", "Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url",
-	"Owner": "--owner", "AcceptOnly": "--accept-only",
+	"Owner": "--owner", "AcceptOnly": "--accept-only", "Inline": "--inline",
 }
 
 // gatewayConfig turns the flags into a validated gateway.Config, without
@@ -218,6 +224,7 @@ func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, erro
 		Logger:         logger,
 		Key:            o.key.value,
 		AcceptOnly:     o.acceptOnly,
+		Inline:         o.inline,
 	}
 	if o.acceptOnly && strings.HasPrefix(strings.ToLower(o.backend), "memory:") {
 		return cfg, errors.New("--accept-only needs a --backend that workers share, sqlite://PATH or postgres://…: no other process can replay memory:'s operations")
@@ -279,18 +286,14 @@ func runGateway(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 		return exitFailure
 	}
 	logger.Info("asyncreply gateway listening", "url", "http://"+ln.Addr().String(), "upstream", o.upstream, "async", o.async.values)
-	return serve(ctx, ln, gw, logger)
+	return serve(ctx, ln, gw, o.timeouts, logger)
 }
 
 // serve serves gw on ln until ctx ends, then shuts down gracefully: the
 // server first, so that requests in flight can still submit, then the
 // gateway.
-func serve(ctx context.Context, ln net.Listener, gw *gateway.Gateway, logger *slog.Logger) int {
-	srv := &http.Server{
-		Handler:           gw.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+func serve(ctx context.Context, ln net.Listener, gw *gateway.Gateway, timeouts serverTimeouts, logger *slog.Logger) int {
+	srv := newServer(gw.Handler(), timeouts, logger)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	code := exitOK

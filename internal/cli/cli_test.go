@@ -36,6 +36,7 @@ func TestParseGatewayFlags(t *testing.T) {
 		"--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "192.168.1.1",
 		"--owner", "upstream:/whoami",
 		"--key", strings.Repeat("ab", 32),
+		"--inline", "--read-timeout", "30s", "--idle-timeout", "5m",
 	}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -48,9 +49,14 @@ func TestParseGatewayFlags(t *testing.T) {
 		trustedProxies: prefixList{list[netip.Prefix]{values: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")}}},
 		owner:          "upstream:/whoami",
 		key:            keyFlag{bytes.Repeat([]byte{0xab}, 32)},
+		inline:         true,
+		timeouts:       serverTimeouts{read: 30 * time.Second, idle: 5 * time.Minute},
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got  %+v\nwant %+v", o, want)
+	}
+	if cfg, err := gatewayConfig(o, nil); err != nil || !cfg.Inline {
+		t.Errorf("gateway.Config from --inline: Inline %t, %v", cfg.Inline, err)
 	}
 }
 
@@ -62,6 +68,9 @@ func TestParseGatewayDefaults(t *testing.T) {
 	}
 	if o.listen != "127.0.0.1:8080" || o.backend != "sqlite://./asyncreply.db" || o.concurrency != 4 || o.prefix != "/operations/" || o.wait != 0 {
 		t.Errorf("defaults: %+v", o)
+	}
+	if o.inline || o.timeouts != (serverTimeouts{read: DefaultReadTimeout, idle: DefaultIdleTimeout}) {
+		t.Errorf("defaults: inline %t, timeouts %+v", o.inline, o.timeouts)
 	}
 }
 
@@ -107,13 +116,13 @@ func TestGatewayHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("exit %d, stderr %s", code, stderr.String())
 	}
 	help := stdout.String()
-	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner", "config"} {
+	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner", "inline", "read-timeout", "idle-timeout", "config"} {
 		re := regexp.MustCompile(`(?m)^  --` + regexp.QuoteMeta(name) + ` .*\n.*\n\s+default: .+; env: ` + envName(name) + `$`)
 		if !re.MatchString(help) {
 			t.Errorf("--help does not list --%s with its default and environment variable", name)
 		}
 	}
-	for _, want := range []string{"default: 127.0.0.1:8080", "default: sqlite://./asyncreply.db", "default: 4;", "only key", "issue-cookie", "upstream:/whoami", "NOT\ncookie:_myapp_session"} {
+	for _, want := range []string{"default: 127.0.0.1:8080", "default: sqlite://./asyncreply.db", "default: 4;", "default: 1m0s;", "default: 2m0s;", "only key", "issue-cookie", "upstream:/whoami", "NOT\ncookie:_myapp_session"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("--help does not say %q:\n%s", want, help)
 		}
@@ -149,6 +158,9 @@ func TestBadConfigurationExits2NamingTheFlag(t *testing.T) {
 		{"stray argument", append([]string{"gateway", "extra"}, up...), nil, []string{"extra"}},
 		{"unknown command", []string{"gatway"}, nil, []string{"gatway"}},
 		{"migrate malformed backend", []string{"migrate", "--backend", "mysql://x"}, nil, []string{"--backend", "mysql"}},
+		{"negative read timeout", append([]string{"gateway", "--read-timeout", "-1s"}, up...), nil, []string{"--read-timeout", "negative"}},
+		{"negative idle timeout in the demo", []string{"demo", "--idle-timeout", "-1s"}, nil, []string{"--idle-timeout", "negative"}},
+		{"inline and accept-only", append([]string{"gateway", "--inline", "--accept-only"}, up...), nil, []string{"--inline", "AcceptOnly"}},
 		{"accept-only in memory", append([]string{"gateway", "--accept-only", "--backend", "memory:"}, up...), nil, []string{"--accept-only", "--backend"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,8 +17,9 @@ import (
 )
 
 type demoOptions struct {
-	listen string
-	delay  time.Duration
+	listen   string
+	delay    time.Duration
+	timeouts serverTimeouts
 }
 
 func parseDemo(args []string, getenv func(string) string, help io.Writer) (*demoOptions, error) {
@@ -32,11 +33,15 @@ until interrupted (Ctrl-C).
 `)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "`address` the gateway listens on")
 	fs.DurationVar(&o.delay, "delay", 3*time.Second, "how long the example application takes to build a report")
+	o.timeouts.addFlags(fs)
 	if err := fs.parse(args, getenv); err != nil {
 		return nil, err
 	}
 	if o.delay < 0 {
 		return nil, fmt.Errorf("--delay must not be negative, got %s", o.delay)
+	}
+	if err := o.timeouts.check(); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
@@ -55,7 +60,7 @@ func runDemo(ctx context.Context, o *demoOptions, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "asyncreply demo: starting the example application: %v\n", err)
 		return exitFailure
 	}
-	app := &http.Server{Handler: demoApp(o.delay), ReadHeaderTimeout: 10 * time.Second}
+	app := newServer(demoApp(o.delay), o.timeouts, logger)
 	appDone := make(chan struct{})
 	go func() {
 		defer close(appDone)
@@ -99,7 +104,7 @@ Or with asyncreply's own client, which follows the operation for you:
 
 Press Ctrl-C to stop.
 `, o.delay, base, base, base, base, base, base, base)
-	return serve(ctx, ln, gw, logger)
+	return serve(ctx, ln, gw, o.timeouts, logger)
 }
 
 // demoApp is the example upstream: an application that knows nothing of
