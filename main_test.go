@@ -295,6 +295,14 @@ func route(pattern string, h http.Handler) *http.ServeMux {
 	return mux
 }
 
+// userFromHeader is a Config.Owner that names the caller by its X-User header.
+func userFromHeader(r *http.Request) (string, error) {
+	if u := r.Header.Get("X-User"); u != "" {
+		return u, nil
+	}
+	return "", errors.New("no X-User")
+}
+
 // statusDoc is the status document as a client decodes it.
 type statusDoc struct {
 	ID        string     `json:"id"`

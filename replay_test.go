@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"strings"
@@ -226,5 +227,22 @@ func TestServeMuxPatternsMatchAgainOnReplay(t *testing.T) {
 	want := `pattern="GET /users/{user}/reports/{report...}" user="ann lee" report="2024/q3"`
 	if r := b.do(t, http.MethodGet, loc+"/response", ""); string(r.body) != want {
 		t.Errorf("replayed handler saw %s, want %s", r.body, want)
+	}
+}
+
+func TestTLSIsKeptOnReplay(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, asyncreply.Config{}, route("GET /whoami", asyncreply.Async(http.HandlerFunc(
+		func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "tls=%t", r.TLS != nil)
+		}))), httptest.NewTLSServer)
+
+	_, loc := b.submit(t, http.MethodGet, "/whoami", "")
+	if !strings.HasPrefix(loc, "https://") {
+		t.Errorf("Location = %q, want https for a TLS request", loc)
+	}
+	b.finish(t, loc)
+	if r := b.do(t, http.MethodGet, loc+"/response", ""); string(r.body) != "tls=true" {
+		t.Errorf("replayed handler saw %s, want tls=true", r.body)
 	}
 }
