@@ -113,3 +113,34 @@ func TestWaitingPage(t *testing.T) {
 		}
 	})
 }
+
+// The waiting page and the error page forbid framing and sniffing, which
+// only headers can do: a <meta> policy cannot say frame-ancestors.
+func TestWaitingPageHeaders(t *testing.T) {
+	t.Parallel()
+	const browser = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"
+	g := newGate(func(http.ResponseWriter, *http.Request) { panic("boom") })
+	defer g.release.fire()
+	b := setup(t, asyncreply.Config{}, route("GET /reports/{id}", asyncreply.Async(g)))
+
+	accepted, loc := b.submit(t, http.MethodGet, "/reports/1", "", "Accept", browser)
+	recv(t, g.started, "the replay to start")
+	running := b.do(t, http.MethodGet, loc, "", "Accept", browser)
+	g.release.fire()
+	failed := b.finish(t, loc, "Accept", browser)
+	for name, r := range map[string]reply{"202": accepted, "poll": running, "error page": failed} {
+		if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+			t.Fatalf("%s: Content-Type %q, want the page", name, ct)
+		}
+		csp := r.header.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "default-src 'none'") {
+			t.Errorf("%s: Content-Security-Policy %q, want the page's policy with frame-ancestors 'none'", name, csp)
+		}
+		if got := r.header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("%s: X-Content-Type-Options %q, want nosniff", name, got)
+		}
+	}
+	if failed.code != http.StatusInternalServerError {
+		t.Errorf("error page status = %d, want 500", failed.code)
+	}
+}
