@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 func TestReportProgress(t *testing.T) {
@@ -42,7 +43,7 @@ func TestReportProgress(t *testing.T) {
 
 		for _, tc := range []struct{ report, want int }{{150, 100}, {-5, 0}, {70, 70}} {
 			send(t, steps, tc.report, "a progress step")
-			recv(t, reported, "the handler to report progress")
+			testwait.Recv(t, reported, "the handler to report progress")
 			if doc := decodeDoc(t, b.do(t, http.MethodGet, loc, "")); doc.Progress.Percent != tc.want {
 				t.Errorf("ReportProgress(%d): percent = %d, want %d", tc.report, doc.Progress.Percent, tc.want)
 			}
@@ -63,7 +64,7 @@ func TestReportProgress(t *testing.T) {
 				g.ServeHTTP(w, r)
 			}))))
 		_, loc := b.submit(t, http.MethodPost, "/exports", "")
-		recv(t, reported, "the handler to report progress")
+		testwait.Recv(t, reported, "the handler to report progress")
 
 		if doc := decodeDoc(t, b.do(t, http.MethodGet, loc, "")); doc.Progress.Message != want {
 			t.Errorf("polled message = %q, want %q", doc.Progress.Message, want)
@@ -114,14 +115,14 @@ func TestReportProgress(t *testing.T) {
 			}))))
 		_, loc := b.submit(t, http.MethodPost, "/exports", "")
 		send(t, steps, "loading", "a progress step")
-		recv(t, reported, "the first report")
+		testwait.Recv(t, reported, "the first report")
 		events := b.openEvents(t, loc)
 		if _, doc := events.nextStatus(t); doc.Progress.Message != "loading" {
 			t.Fatalf("first event progress = %+v, want loading", doc.Progress)
 		}
 
 		send(t, steps, "rendering", "a progress step")
-		recv(t, reported, "the second report")
+		testwait.Recv(t, reported, "the second report")
 		if r := decodeDoc(t, b.do(t, http.MethodGet, loc, "")); r.Progress.Message != "rendering" {
 			t.Fatalf("poll progress = %+v, want rendering", r.Progress)
 		}
@@ -157,7 +158,7 @@ func TestRouteOptions(t *testing.T) {
 
 	t.Run("Timeout", func(t *testing.T) {
 		_, loc := b.submit(t, http.MethodPost, "/slow", "")
-		recv(t, g.ended, "the handler's context to end at the route's timeout")
+		testwait.Recv(t, g.ended, "the handler's context to end at the route's timeout")
 		wantProblem(t, b.finish(t, loc), http.StatusGatewayTimeout)
 	})
 	t.Run("Retention", func(t *testing.T) {

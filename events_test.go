@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 func TestEvents(t *testing.T) {
@@ -27,7 +28,7 @@ func TestEvents(t *testing.T) {
 				g.ServeHTTP(w, r)
 			}))))
 		_, loc := b.submit(t, http.MethodPost, "/exports", "")
-		recv(t, g.started, "the handler to start")
+		testwait.Recv(t, g.started, "the handler to start")
 
 		events := b.openEvents(t, loc)
 		if ct := events.resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
@@ -39,7 +40,7 @@ func TestEvents(t *testing.T) {
 		}
 
 		report.fire()
-		recv(t, reported, "the handler to report progress")
+		testwait.Recv(t, reported, "the handler to report progress")
 		for doc.Progress.Percent != 50 {
 			_, doc = events.nextStatus(t)
 		}

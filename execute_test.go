@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 func TestFailures(t *testing.T) {
@@ -62,7 +63,7 @@ func TestFailures(t *testing.T) {
 		b := setup(t, asyncreply.Config{Timeout: 50 * time.Millisecond}, route("POST /slow", asyncreply.Async(g)))
 		_, loc := b.submit(t, http.MethodPost, "/slow", "")
 
-		recv(t, g.ended, "the handler's context to end at the timeout")
+		testwait.Recv(t, g.ended, "the handler's context to end at the timeout")
 		wantProblem(t, b.finish(t, loc), http.StatusGatewayTimeout)
 	})
 

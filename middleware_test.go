@@ -13,6 +13,7 @@ import (
 
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend/memory"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 func TestShutdown(t *testing.T) {
@@ -46,15 +47,15 @@ func TestShutdown(t *testing.T) {
 		defer g.release.fire()
 		b := setup(t, asyncreply.Config{}, route("POST /exports", asyncreply.Async(g)))
 		b.submit(t, http.MethodPost, "/exports", "")
-		recv(t, g.started, "the handler to start")
+		testwait.Recv(t, g.started, "the handler to start")
 
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		returned := make(chan error, 1)
 		go func() { returned <- b.shutdown(ctx) }()
 
-		recv(t, g.ended, "the handler's context to be canceled")
-		if err := recv(t, returned, "Shutdown to return"); !errors.Is(err, context.DeadlineExceeded) {
+		testwait.Recv(t, g.ended, "the handler's context to be canceled")
+		if err := testwait.Recv(t, returned, "Shutdown to return"); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Shutdown = %v, want its context's error", err)
 		}
 	})
@@ -65,7 +66,7 @@ func TestShutdown(t *testing.T) {
 		defer g.release.fire()
 		b := setup(t, asyncreply.Config{}, route("POST /exports", asyncreply.Async(g)))
 		_, loc := b.submit(t, http.MethodPost, "/exports", "")
-		recv(t, g.started, "the handler to start")
+		testwait.Recv(t, g.started, "the handler to start")
 		events := b.openEvents(t, loc)
 		events.nextStatus(t)
 
@@ -78,7 +79,7 @@ func TestShutdown(t *testing.T) {
 		events.wantEnd(t)
 		g.release.fire()
 
-		if err := recv(t, returned, "Shutdown to return"); err != nil {
+		if err := testwait.Recv(t, returned, "Shutdown to return"); err != nil {
 			t.Errorf("Shutdown = %v, want nil: the operation finished in time", err)
 		}
 		if r := b.do(t, http.MethodGet, loc, ""); r.code != http.StatusSeeOther {
@@ -99,7 +100,7 @@ func TestShutdownInTheDocumentedOrder(t *testing.T) {
 	defer g.release.fire()
 	b := setup(t, asyncreply.Config{}, route("POST /exports", asyncreply.Async(g)))
 	_, loc := b.submit(t, http.MethodPost, "/exports", "")
-	recv(t, g.started, "the handler to start")
+	testwait.Recv(t, g.started, "the handler to start")
 	events := b.openEvents(t, loc)
 	events.nextStatus(t)
 

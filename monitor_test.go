@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 func TestMonitorURLAnswersAsSoonAsAccepted(t *testing.T) {
@@ -67,7 +68,7 @@ func TestPoll(t *testing.T) {
 	b := setup(t, asyncreply.Config{Retention: retention}, app)
 
 	_, loc := b.submit(t, http.MethodGet, "/reports/q3", "")
-	recv(t, started, "the handler to start")
+	testwait.Recv(t, started, "the handler to start")
 
 	for i := range 3 {
 		r := b.do(t, http.MethodGet, loc, "")
@@ -83,7 +84,7 @@ func TestPoll(t *testing.T) {
 	}
 
 	report.fire()
-	recv(t, reported, "the handler to report progress")
+	testwait.Recv(t, reported, "the handler to report progress")
 	r := b.do(t, http.MethodGet, loc, "")
 	if r.code != http.StatusAccepted {
 		t.Fatalf("poll after progress = %s, want 202", r)
@@ -217,12 +218,12 @@ func TestDelete(t *testing.T) {
 		defer g.release.fire()
 		b := setup(t, asyncreply.Config{}, route("POST /exports", asyncreply.Async(g)))
 		_, loc := b.submit(t, http.MethodPost, "/exports", "")
-		recv(t, g.started, "the handler to start")
+		testwait.Recv(t, g.started, "the handler to start")
 
 		if r := b.do(t, http.MethodDelete, loc, ""); r.code != http.StatusNoContent {
 			t.Fatalf("DELETE = %s, want 204", r)
 		}
-		if cause := recv(t, g.ended, "the handler's context to be canceled"); cause == nil {
+		if cause := testwait.Recv(t, g.ended, "the handler's context to be canceled"); cause == nil {
 			t.Error("the handler's context ended without a cause")
 		}
 		wantGone(t, b, loc)
@@ -234,7 +235,7 @@ func TestDelete(t *testing.T) {
 		defer g.release.fire()
 		b := setup(t, asyncreply.Config{}, route("POST /exports", asyncreply.Async(g)))
 		_, loc := b.submit(t, http.MethodPost, "/exports", "")
-		recv(t, g.started, "the handler to start")
+		testwait.Recv(t, g.started, "the handler to start")
 		events := b.openEvents(t, loc)
 		events.nextStatus(t)
 
@@ -369,7 +370,7 @@ func TestStatusMonitor(t *testing.T) {
 	if status != loc+"/status" {
 		t.Fatalf("Operation-Location = %q, want %q", status, loc+"/status")
 	}
-	recv(t, g.started, "the replay to start")
+	testwait.Recv(t, g.started, "the replay to start")
 
 	running := b.do(t, http.MethodGet, status, "", alice...)
 	if running.code != http.StatusOK || running.header.Get("Retry-After") == "" {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 func TestPreferWait(t *testing.T) {
@@ -76,7 +77,7 @@ func TestPreferWait(t *testing.T) {
 		defer g.release.fire()
 		b := setup(t, asyncreply.Config{Backend: spy}, route("POST /slow", asyncreply.Async(g)))
 		_, loc := b.submit(t, http.MethodPost, "/slow", "")
-		id := recv(t, g.started, "the handler to start")
+		id := testwait.Recv(t, g.started, "the handler to start")
 
 		polled := make(chan reply, 1)
 		go func() {
@@ -86,12 +87,12 @@ func TestPreferWait(t *testing.T) {
 			}
 			polled <- r
 		}()
-		if got := recv(t, spy.watched, "the poll to start waiting"); got != id {
+		if got := testwait.Recv(t, spy.watched, "the poll to start waiting"); got != id {
 			t.Fatalf("watched operation %q, want %q", got, id)
 		}
 		g.release.fire()
 
-		r := recv(t, polled, "the long-poll to answer")
+		r := testwait.Recv(t, polled, "the long-poll to answer")
 		if r.code != http.StatusSeeOther || r.header.Get("Location") != loc+"/response" {
 			t.Errorf("long-poll = %s (Location %q), want 303 to the response", r, r.header.Get("Location"))
 		}

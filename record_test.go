@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 func TestCredentialsNeverShown(t *testing.T) {
@@ -47,7 +48,7 @@ func TestCredentialsNeverShown(t *testing.T) {
 	events := b.openEvents(t, loc, creds...)
 	_, _ = events.nextStatus(t)
 	report.fire()
-	recv(t, reported, "the handler to report progress")
+	testwait.Recv(t, reported, "the handler to report progress")
 	seen = append(seen, b.do(t, http.MethodGet, loc, "", creds...).body)
 	seen = append(seen, b.do(t, http.MethodGet, loc, "", append(creds, "Accept", "text/html")...).body)
 	g.release.fire()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 // rawExchange writes request as is on a new connection to b's server and
@@ -134,7 +135,7 @@ func TestSubmit(t *testing.T) {
 		b := setup(t, asyncreply.Config{}, route("POST /exports", asyncreply.Async(g)))
 
 		r, loc := b.submit(t, http.MethodPost, "/exports", "")
-		recv(t, g.started, "the handler to start")
+		testwait.Recv(t, g.started, "the handler to start")
 		poll := b.do(t, http.MethodGet, loc, "")
 
 		for _, body := range [][]byte{r.body, poll.body} {
@@ -212,7 +213,7 @@ func TestOwner(t *testing.T) {
 		defer g.release.fire()
 		b := setup(t, asyncreply.Config{Owner: userFromHeader}, route("POST /exports", asyncreply.Async(g)))
 		_, loc := b.submit(t, http.MethodPost, "/exports", "", "X-User", "alice")
-		recv(t, g.started, "the handler to start")
+		testwait.Recv(t, g.started, "the handler to start")
 
 		unknown := b.do(t, http.MethodGet, "/operations/AAAAAAAAAAAAAAAAAAAAAA", "", "X-User", "bob")
 		wantProblem(t, unknown, http.StatusNotFound)
@@ -274,7 +275,7 @@ func TestIdempotencyKey(t *testing.T) {
 		key := []string{"Idempotency-Key", "3f1c8a2e-pay-1", "X-User", "alice"}
 
 		_, first := b.submit(t, http.MethodPost, "/payments", `{"amount":10}`, key...)
-		recv(t, g.started, "the handler to start")
+		testwait.Recv(t, g.started, "the handler to start")
 		_, retry := b.submit(t, http.MethodPost, "/payments", `{"amount":10}`, key...)
 		if retry != first {
 			t.Errorf("retry Location = %q, want the first's %q", retry, first)

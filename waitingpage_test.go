@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 // metaRefresh finds the refresh a waiting page asks of a browser without
@@ -66,7 +67,7 @@ func TestWaitingPage(t *testing.T) {
 		}
 
 		report.fire()
-		recv(t, reported, "the handler to report progress")
+		testwait.Recv(t, reported, "the handler to report progress")
 		poll := b.do(t, http.MethodGet, loc, "", "Accept", browser)
 		if poll.code != http.StatusAccepted || !strings.HasPrefix(poll.header.Get("Content-Type"), "text/html") {
 			t.Fatalf("browser poll = %s, want a 202 waiting page", poll)
@@ -124,7 +125,7 @@ func TestWaitingPageHeaders(t *testing.T) {
 	b := setup(t, asyncreply.Config{}, route("GET /reports/{id}", asyncreply.Async(g)))
 
 	accepted, loc := b.submit(t, http.MethodGet, "/reports/1", "", "Accept", browser)
-	recv(t, g.started, "the replay to start")
+	testwait.Recv(t, g.started, "the replay to start")
 	running := b.do(t, http.MethodGet, loc, "", "Accept", browser)
 	g.release.fire()
 	failed := b.finish(t, loc, "Accept", browser)

@@ -29,12 +29,8 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
-
-// waitTimeout bounds every wait for a backend's signal. It is generous because
-// a durable backend may poll its store; it exists so that a backend that
-// never signals fails the test with a message instead of hanging the run.
-const waitTimeout = 10 * time.Second
 
 // Run checks that backends made by newBackend keep the contract of
 // [backend.Backend]. Each rule is a subtest that calls newBackend once and
@@ -664,10 +660,10 @@ func testCancelCancelsRunningExecutionOnce(t *testing.T, b backend.Backend) {
 		t.Fatalf("Start: %v", err)
 	}
 	mustCreate(t, b, op)
-	receive(t, started, "the execution of the operation to start")
+	testwait.Recv(t, started, "the execution of the operation to start")
 	mustCancel(t, b, op.ID, now())
 
-	cause := receive(t, causes, "the running execution's context to be canceled by Cancel")
+	cause := testwait.Recv(t, causes, "the running execution's context to be canceled by Cancel")
 	if !errors.Is(cause, backend.ErrCanceled) {
 		t.Errorf("context.Cause of the canceled execution = %v, want backend.ErrCanceled", cause)
 	}
@@ -675,8 +671,8 @@ func testCancelCancelsRunningExecutionOnce(t *testing.T, b backend.Backend) {
 	// Something created after the abandoned attempt has run, and Stop has
 	// waited for every execution, so a retry would have been called by now.
 	mustCreate(t, b, probe)
-	receive(t, calls.called(probe.ID), "the execution of an operation created after the cancellation")
-	stopWithin(t, b, waitTimeout)
+	testwait.Recv(t, calls.called(probe.ID), "the execution of an operation created after the cancellation")
+	stopWithin(t, b, testwait.Timeout)
 
 	if n := calls.count(op.ID); n != 1 {
 		t.Errorf("execute was called %d times for the canceled operation, want 1: cancellation must not trigger a retry", n)
@@ -701,8 +697,8 @@ func testCanceledBeforeStartNeverExecutes(t *testing.T, b backend.Backend) {
 	if err := b.Start(t.Context(), execute); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	receive(t, calls.called(probe.ID), "the execution of an operation created before Start")
-	stopWithin(t, b, waitTimeout)
+	testwait.Recv(t, calls.called(probe.ID), "the execution of an operation created before Start")
+	stopWithin(t, b, testwait.Timeout)
 
 	if n := calls.count(canceled.ID); n != 0 {
 		t.Errorf("execute was called %d times for an operation canceled before Start, want 0", n)
@@ -927,15 +923,15 @@ func testWatchWakesOnEveryChange(t *testing.T, b backend.Backend) {
 		drain(first)
 		drain(second)
 		c.change()
-		receive(t, first, "the first watcher's wake-up after "+c.what)
-		receive(t, second, "the second watcher's wake-up after "+c.what)
+		testwait.Recv(t, first, "the first watcher's wake-up after "+c.what)
+		testwait.Recv(t, second, "the second watcher's wake-up after "+c.what)
 	}
 
 	canceled := newOperation(now())
 	mustCreate(t, b, canceled)
 	watch := mustWatch(t, b, canceled.ID)
 	mustCancel(t, b, canceled.ID, now())
-	receive(t, watch, "a wake-up after Cancel of a NotStarted operation")
+	testwait.Recv(t, watch, "a wake-up after Cancel of a NotStarted operation")
 }
 
 // mustWatch starts a watch stopped at the end of the test and returns its
@@ -987,7 +983,7 @@ func testWatchStopEndsWatch(t *testing.T, b backend.Backend) {
 		_, err := b.Complete(ctx, op.ID, backend.Outcome{Status: backend.Succeeded, At: now()})
 		changed <- err
 	}()
-	if err := receive(t, changed, "changes to an operation whose watches were all stopped"); err != nil {
+	if err := testwait.Recv(t, changed, "changes to an operation whose watches were all stopped"); err != nil {
 		t.Fatalf("changing an operation whose watches were stopped: %v", err)
 	}
 }
@@ -1016,10 +1012,10 @@ func testWatchNeverLosesFinalWakeUp(t *testing.T, b backend.Backend) {
 			t.Fatalf("Watch: %v", err)
 		}
 		for !mustGet(t, b, op.ID).Status.Done() {
-			receive(t, changes, fmt.Sprintf("the wake-up of round %d's completion (watch, then Get)", i))
+			testwait.Recv(t, changes, fmt.Sprintf("the wake-up of round %d's completion (watch, then Get)", i))
 		}
 		stop()
-		if err := receive(t, finished, "the concurrent completion to return"); err != nil {
+		if err := testwait.Recv(t, finished, "the concurrent completion to return"); err != nil {
 			t.Fatalf("concurrent completion: %v", err)
 		}
 	}
@@ -1050,10 +1046,10 @@ func testStartExecutesEveryOperation(t *testing.T, b backend.Backend) {
 	}
 
 	for _, op := range before {
-		receive(t, calls.called(op.ID), "the execution of an operation created before Start")
+		testwait.Recv(t, calls.called(op.ID), "the execution of an operation created before Start")
 	}
 	for _, op := range after {
-		receive(t, calls.called(op.ID), "the execution of an operation created after Start")
+		testwait.Recv(t, calls.called(op.ID), "the execution of an operation created after Start")
 	}
 }
 
@@ -1081,7 +1077,7 @@ func testStartExecutesConcurrently(t *testing.T, b backend.Backend) {
 	for range 4 {
 		mustCreate(t, b, newOperation(now()))
 	}
-	receive(t, twoInFlight, "two executions in flight at once (four operations, each blocked until released)")
+	testwait.Recv(t, twoInFlight, "two executions in flight at once (four operations, each blocked until released)")
 }
 
 func testSecondStartFails(t *testing.T, b backend.Backend) {
@@ -1120,10 +1116,10 @@ func testStopWaitsForRunningExecutions(t *testing.T, b backend.Backend) {
 		t.Fatalf("Start: %v", err)
 	}
 	mustCreate(t, b, op)
-	receive(t, started, "the execution to start")
+	testwait.Recv(t, started, "the execution to start")
 
-	stop := stopInBackground(waitTimeout, b, &returned)
-	receive(t, stop.calling, "Stop to be called")
+	stop := stopInBackground(testwait.Timeout, b, &returned)
+	testwait.Recv(t, stop.calling, "Stop to be called")
 	select {
 	case err := <-stop.result:
 		t.Fatalf("Stop returned (%v) while an execution was still running and its context had not ended", err)
@@ -1131,13 +1127,13 @@ func testStopWaitsForRunningExecutions(t *testing.T, b backend.Backend) {
 	}
 	release()
 
-	if err := receive(t, stop.result, "Stop to return once the running execution finished"); err != nil {
+	if err := testwait.Recv(t, stop.result, "Stop to return once the running execution finished"); err != nil {
 		t.Errorf("Stop after the executions finished on their own: %v", err)
 	}
 	if !stop.executionHadReturned.Load() {
 		t.Error("Stop returned before the running execution did")
 	}
-	if cause := receive(t, causeAtReturn, "the execution's context cause"); cause != nil {
+	if cause := testwait.Recv(t, causeAtReturn, "the execution's context cause"); cause != nil {
 		t.Errorf("the execution's context was canceled (cause %v) although it finished before Stop's context ended", cause)
 	}
 	if got := mustGet(t, b, op.ID); got.Status != backend.Succeeded {
@@ -1171,10 +1167,10 @@ func testStopCancelsExecutionsWhenContextEnds(t *testing.T, b backend.Backend) {
 		t.Fatalf("Start: %v", err)
 	}
 	mustCreate(t, b, op)
-	receive(t, started, "the execution to start")
+	testwait.Recv(t, started, "the execution to start")
 
 	stop := stopInBackground(0, b, &returned) // a context that has already ended
-	cause := receive(t, causes, "Stop with an ended context to cancel the running execution")
+	cause := testwait.Recv(t, causes, "Stop with an ended context to cancel the running execution")
 	if !errors.Is(cause, backend.ErrShutdown) {
 		t.Errorf("context.Cause of the execution canceled by Stop = %v, want backend.ErrShutdown", cause)
 	}
@@ -1185,7 +1181,7 @@ func testStopCancelsExecutionsWhenContextEnds(t *testing.T, b backend.Backend) {
 	}
 	release()
 
-	receive(t, stop.result, "Stop to return once the canceled execution returned")
+	testwait.Recv(t, stop.result, "Stop to return once the canceled execution returned")
 	if !stop.executionHadReturned.Load() {
 		t.Error("Stop returned before the canceled execution did")
 	}
@@ -1563,24 +1559,8 @@ func stopInBackground(timeout time.Duration, b backend.Backend, executionReturne
 // time; after it returns, no execution is running or will start.
 func stopWithin(t *testing.T, b backend.Backend, timeout time.Duration) {
 	t.Helper()
-	if err := receive(t, stopInBackground(timeout, b, nil).result, "Stop to return"); err != nil {
+	if err := testwait.Recv(t, stopInBackground(timeout, b, nil).result, "Stop to return"); err != nil {
 		t.Fatalf("Stop: %v", err)
-	}
-}
-
-// receive waits for a value from ch, failing the test after waitTimeout: a
-// backend that never signals must fail, not hang the run.
-func receive[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	timer := time.NewTimer(waitTimeout)
-	defer timer.Stop()
-	select {
-	case v := <-ch:
-		return v
-	case <-timer.C:
-		t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		var zero T
-		return zero
 	}
 }
 
