@@ -2,6 +2,7 @@ package asyncreply
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"net/http"
 	"reflect"
@@ -87,4 +88,24 @@ func FuzzUnmarshalRecordedRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestStoredResponseEncodings(t *testing.T) {
+	t.Parallel()
+	head := &storedResponse{StatusCode: 200, Header: http.Header{"Content-Length": {"11"}}, Body: []byte{}, Head: true}
+	got, err := unmarshalStoredResponse(head.marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, head) {
+		t.Fatalf("round trip of a HEAD answer:\n got %+v\nwant %+v", got, head)
+	}
+
+	// Responses stored before the flags byte existed read back unchanged.
+	v1 := &storedResponse{StatusCode: 201, Header: http.Header{"Content-Type": {"text/csv"}}, Body: []byte("a,b\n")}
+	b := binary.AppendUvarint([]byte{storedResponseV1}, uint64(v1.StatusCode))
+	b = appendBytes(appendHeader(b, v1.Header), v1.Body)
+	if got, err := unmarshalStoredResponse(b); err != nil || !reflect.DeepEqual(got, v1) {
+		t.Fatalf("version 1 encoding = %+v, %v; want %+v", got, err, v1)
+	}
 }

@@ -227,3 +227,23 @@ func TestWaitingPageLinksServe(t *testing.T) {
 		t.Fatalf("events URL = %d %s, want 200 text/event-stream", events.StatusCode, ct)
 	}
 }
+
+func TestPrefersHTML(t *testing.T) {
+	t.Parallel()
+	for accept, want := range map[string]bool{
+		"":                 false,
+		"*/*":              false,
+		"application/json": false,
+		"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8": true, // browsers
+		"text/html":                               true,
+		"application/json, text/html;q=0.5":       false,
+		"text/html;q=0.9, application/json;q=0.8": true,
+		"text/html;q=0":                           false,
+	} {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.Header.Set("Accept", accept)
+		if got := prefersHTML(r); got != want {
+			t.Errorf("Accept %q: prefersHTML = %v, want %v", accept, got, want)
+		}
+	}
+}
