@@ -9,6 +9,7 @@ import (
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/internal/benchutil"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 // held is a handler that holds every run until release fires, announcing
@@ -53,7 +54,7 @@ func TestQueueFullIs503(t *testing.T) {
 		case http.StatusAccepted:
 			accepted = append(accepted, r.header.Get("Location"))
 			if len(accepted) == 1 {
-				recv(t, h.started, "the first operation to start") // it no longer waits
+				testwait.Recv(t, h.started, "the first operation to start") // it no longer waits
 			}
 		case http.StatusServiceUnavailable:
 			refused = r
@@ -116,7 +117,7 @@ func TestOwnerQueueFullIs429(t *testing.T) {
 	b := setup(t, asyncreply.Config{Backend: be, Owner: userFromHeader}, route("POST /exports", asyncreply.Async(h)))
 
 	b.submit(t, http.MethodPost, "/exports", "", "X-User", "carol")
-	recv(t, h.started, "carol's operation to take the one worker")
+	testwait.Recv(t, h.started, "carol's operation to take the one worker")
 
 	_, first := b.submit(t, http.MethodPost, "/exports", "", "X-User", "alice", "Idempotency-Key", "export-1")
 	b.submit(t, http.MethodPost, "/exports", "", "X-User", "alice")

@@ -26,6 +26,7 @@ import (
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/memory"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 // TestMain fails the run if a test leaves a goroutine behind: every test's
@@ -36,8 +37,9 @@ func TestMain(m *testing.M) {
 }
 
 // waitLimit bounds every wait in these tests, so that a bug fails a test
-// instead of hanging the run.
-const waitLimit = 10 * time.Second
+// instead of hanging the run. It is testwait's Timeout, so that every wait
+// here gives up as testwait.Recv does.
+const waitLimit = testwait.Timeout
 
 var discardLogger = slog.New(slog.DiscardHandler)
 
@@ -205,20 +207,6 @@ func opID(t *testing.T, monitor string) string {
 // monitorForm is the shape of every monitor URL of a default test server.
 var monitorForm = regexp.MustCompile(`^http://127\.0\.0\.1:\d+/operations/[A-Za-z0-9_-]{22}$`)
 
-// recv waits, within waitLimit, for a value from ch.
-func recv[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	timer := time.NewTimer(waitLimit)
-	defer timer.Stop()
-	select {
-	case v := <-ch:
-		return v
-	case <-timer.C:
-		t.Fatalf("timed out after %s waiting for %s", waitLimit, what)
-		panic("unreachable")
-	}
-}
-
 // send delivers v on ch within waitLimit.
 func send[T any](t *testing.T, ch chan<- T, v T, what string) {
 	t.Helper()
@@ -293,6 +281,14 @@ func route(pattern string, h http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle(pattern, h)
 	return mux
+}
+
+// userFromHeader is a Config.Owner that names the caller by its X-User header.
+func userFromHeader(r *http.Request) (string, error) {
+	if u := r.Header.Get("X-User"); u != "" {
+		return u, nil
+	}
+	return "", errors.New("no X-User")
 }
 
 // statusDoc is the status document as a client decodes it.

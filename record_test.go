@@ -1,120 +1,89 @@
-package asyncreply
+package asyncreply_test
 
 import (
-	"context"
+	"bytes"
 	"io"
+	"log/slog"
 	"net/http"
-	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
-func TestRecordedRequestRoundTrip(t *testing.T) {
+func TestCredentialsNeverShown(t *testing.T) {
 	t.Parallel()
-	want := &recordedRequest{
-		Method:     "POST",
-		RequestURI: "/exports?format=csv&q=%C3%A9",
-		Host:       "app.example",
-		RemoteAddr: "192.0.2.1:51234",
-		TLS:        true,
-		Header: http.Header{
-			"Cookie":        {"session=abc; theme=dark"},
-			"Authorization": {"Bearer t0ken"},
-			"X-Multi":       {"one", "two", ""},
-		},
-		Body: []byte("a,b\n1,2\n"),
-	}
-	got, err := unmarshalRecordedRequest(want.marshal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("round trip:\n got %+v\nwant %+v", got, want)
-	}
-
-	r, err := got.newRequest(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(r.Body)
-	if r.Method != "POST" || r.URL.Path != "/exports" || r.URL.Query().Get("q") != "é" ||
-		r.Host != "app.example" || r.RemoteAddr != "192.0.2.1:51234" || r.TLS == nil ||
-		r.ContentLength != 8 || string(body) != "a,b\n1,2\n" || r.Header.Get("Authorization") != "Bearer t0ken" {
-		t.Fatalf("rebuilt request differs: %+v body %q", r, body)
-	}
-	if r.GetBody == nil {
-		t.Fatal("GetBody is nil: a replayed request could not be retried by a proxy transport")
-	}
-}
-
-func TestStoredResponseRoundTrip(t *testing.T) {
-	t.Parallel()
-	want := &storedResponse{
-		StatusCode: 201,
-		Header:     http.Header{"Set-Cookie": {"a=1", "b=2"}, "Content-Type": {"text/csv"}},
-		Body:       []byte{0, 1, 2, 255},
-	}
-	got, err := unmarshalStoredResponse(want.marshal())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("round trip:\n got %+v\nwant %+v", got, want)
-	}
-}
-
-func TestDecodeRejectsCorruptData(t *testing.T) {
-	t.Parallel()
-	full := (&recordedRequest{Method: "GET", RequestURI: "/", Header: http.Header{"A": {"b"}}, Body: []byte("xyz")}).marshal()
-	for n := range len(full) {
-		if _, err := unmarshalRecordedRequest(full[:n]); err == nil {
-			t.Errorf("truncated to %d of %d bytes: no error", n, len(full))
+	const bearer, session, queryToken = "secret-bearer-token", "secret-session-cookie", "secret-query-token"
+	secrets := []string{bearer, session, queryToken}
+	logs := &lockedBuffer{}
+	report, reported := newSignal(), make(chan struct{}, 1)
+	defer report.fire()
+	g := newGate(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+bearer {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
 		}
-	}
-	if _, err := unmarshalStoredResponse([]byte{9, 0, 0}); err == nil {
-		t.Error("unknown version: no error")
-	}
-}
+		io.WriteString(w, "private report")
+	})
+	defer g.release.fire()
+	app := http.NewServeMux()
+	app.Handle("GET /reports/{id}", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if report.wait(r.Context()) {
+			asyncreply.ReportProgress(r.Context(), 10, "reading")
+			reported <- struct{}{}
+		}
+		g.ServeHTTP(w, r)
+	})))
+	app.Handle("GET /crash", asyncreply.Async(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("crash") })))
+	b := setup(t, asyncreply.Config{
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Owner:  func(r *http.Request) (string, error) { return r.Header.Get("Authorization"), nil },
+	}, app)
+	creds := []string{"Authorization", "Bearer " + bearer, "Cookie", "session=" + session}
 
-func FuzzUnmarshalRecordedRequest(f *testing.F) {
-	f.Add((&recordedRequest{Method: "GET", RequestURI: "/x", Header: http.Header{"K": {"v"}}}).marshal())
-	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		rr, err := unmarshalRecordedRequest(data) // must not panic or allocate without bound
-		if err == nil {
-			again, err := unmarshalRecordedRequest(rr.marshal())
-			if err != nil || !reflect.DeepEqual(rr, again) {
-				t.Fatalf("re-encoding changed the request: %v", err)
+	var seen [][]byte
+	r, loc := b.submit(t, http.MethodGet, "/reports/1?access_token="+queryToken, "", creds...)
+	seen = append(seen, r.body)
+	events := b.openEvents(t, loc, creds...)
+	_, _ = events.nextStatus(t)
+	report.fire()
+	testwait.Recv(t, reported, "the handler to report progress")
+	seen = append(seen, b.do(t, http.MethodGet, loc, "", creds...).body)
+	seen = append(seen, b.do(t, http.MethodGet, loc, "", append(creds, "Accept", "text/html")...).body)
+	g.release.fire()
+	done := b.finish(t, loc, creds...)
+	if done.code != http.StatusSeeOther {
+		t.Fatalf("poll = %s, want 303", done)
+	}
+	seen = append(seen, done.body)
+	for {
+		ev, err := events.next()
+		if err != nil {
+			break
+		}
+		seen = append(seen, []byte(ev.data))
+	}
+	if r := b.do(t, http.MethodGet, loc+"/response", "", creds...); string(r.body) != "private report" {
+		t.Fatalf("response = %s, want the authorized answer", r)
+	}
+	_, crash := b.submit(t, http.MethodGet, "/crash", "", creds...)
+	seen = append(seen, b.finish(t, crash, creds...).body)
+
+	for _, body := range seen {
+		for _, secret := range secrets {
+			if bytes.Contains(body, []byte(secret)) {
+				t.Errorf("a client-visible document contains %q: %s", secret, body)
 			}
 		}
-	})
-}
-
-func TestRecordedHeaderLeavesOutWhatWasForThisHop(t *testing.T) {
-	t.Parallel()
-	h := http.Header{
-		"Authorization":       {"Bearer t0ken"}, // the application's: kept
-		"Cookie":              {"session=abc"},
-		"Proxy-Authorization": {"Basic cHJveHk6c2VjcmV0"},
-		"Connection":          {"keep-alive, X-Hop-Secret", "x-other-hop"},
-		"Keep-Alive":          {"timeout=5"},
-		"X-Hop-Secret":        {"for this connection only"},
-		"X-Other-Hop":         {"also"},
-		"Te":                  {"trailers"},
-		"Upgrade":             {"websocket"},
-		"X-App":               {"kept"},
 	}
-	original := h.Clone()
-	got := recordedHeader(h)
-	want := http.Header{"Authorization": {"Bearer t0ken"}, "Cookie": {"session=abc"}, "X-App": {"kept"}}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("recorded %v\nwant     %v", got, want)
+	logged := logs.String()
+	if !strings.Contains(logged, opID(t, loc)) {
+		t.Fatalf("nothing was logged about the operation; the check below would prove nothing:\n%s", logged)
 	}
-	if !reflect.DeepEqual(h, original) {
-		t.Errorf("the request's own header was changed: %v", h)
-	}
-
-	plain := http.Header{"Cookie": {"session=abc"}}
-	if got := recordedHeader(plain); reflect.ValueOf(got).Pointer() != reflect.ValueOf(plain).Pointer() {
-		t.Error("a header with nothing to leave out was copied")
+	for _, secret := range secrets {
+		if strings.Contains(logged, secret) {
+			t.Errorf("the log contains %q:\n%s", secret, logged)
+		}
 	}
 }

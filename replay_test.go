@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 type userKey struct{}
@@ -50,8 +52,8 @@ func TestReplayRunsTheApplicationsMiddleware(t *testing.T) {
 	_, alice := b.submit(t, http.MethodGet, "/dashboard", "", "Cookie", "session=tok-alice")
 	_, bob := b.submit(t, http.MethodGet, "/dashboard", "", "Authorization", "Bearer tok-bob")
 	// Both replays are running at once before either may answer.
-	recv(t, g.started, "a replay to start")
-	recv(t, g.started, "the other replay to start")
+	testwait.Recv(t, g.started, "a replay to start")
+	testwait.Recv(t, g.started, "the other replay to start")
 	g.release.fire()
 
 	for _, tc := range []struct{ loc, want string }{{alice, "dashboard of Alice"}, {bob, "dashboard of Bob"}} {
@@ -83,20 +85,20 @@ func TestDeferInsideAHandler(t *testing.T) {
 		if r.code != http.StatusOK || string(r.body) != `export big="" replay=false id=` || r.header.Get("Location") != "" {
 			t.Errorf("small export = %s, want 200 straight from the handler", r)
 		}
-		if run := recv(t, runs, "the handler"); run != "replay=false" {
+		if run := testwait.Recv(t, runs, "the handler"); run != "replay=false" {
 			t.Errorf("handler run %q, want one synchronous run", run)
 		}
 	})
 
 	t.Run("big requests become operations", func(t *testing.T) {
 		_, loc := b.submit(t, http.MethodGet, "/export?big=1", "")
-		if run := recv(t, runs, "the first arrival"); run != "deferred" {
+		if run := testwait.Recv(t, runs, "the first arrival"); run != "deferred" {
 			t.Errorf("first arrival %q, want deferred", run)
 		}
 		if r := b.finish(t, loc); r.code != http.StatusSeeOther {
 			t.Fatalf("poll = %s, want 303", r)
 		}
-		if run := recv(t, runs, "the replay"); run != "replay=true" {
+		if run := testwait.Recv(t, runs, "the replay"); run != "replay=true" {
 			t.Errorf("replay %q, want the handler to go on past Defer", run)
 		}
 		want := fmt.Sprintf(`export big="1" replay=true id=%s`, opID(t, loc))
@@ -125,7 +127,7 @@ func TestReplayedBodyIsWhole(t *testing.T) {
 	})))
 
 	_, loc := b.submit(t, http.MethodPost, "/echo", body, "Content-Type", "text/plain")
-	if got := recv(t, firstRead, "the first arrival"); got != body[:10] {
+	if got := testwait.Recv(t, firstRead, "the first arrival"); got != body[:10] {
 		t.Fatalf("first arrival read %q, want %q", got, body[:10])
 	}
 	b.finish(t, loc)
@@ -166,10 +168,10 @@ func TestReplayedRequestKeepsItsShape(t *testing.T) {
 		"X-Multi", "first", "X-Multi", "second",
 		"Cookie", "session=abc; theme=dark",
 		"Authorization", "Bearer xyz")
-	first := recv(t, shapes, "the first arrival")
+	first := testwait.Recv(t, shapes, "the first arrival")
 	u, _ := url.Parse(loc) // on the Host the client sent, which does not resolve
 	b.finish(t, u.Path)
-	replayed := recv(t, shapes, "the replay")
+	replayed := testwait.Recv(t, shapes, "the replay")
 
 	if !reflect.DeepEqual(replayed, first) {
 		t.Errorf("replayed request differs from the original:\n replay %+v\n  first %+v", replayed, first)
@@ -195,11 +197,11 @@ func TestOperationID(t *testing.T) {
 	b := setup(t, asyncreply.Config{}, app)
 
 	b.do(t, http.MethodGet, "/sync", "")
-	if id := recv(t, ids, "the synchronous handler"); id != "" {
+	if id := testwait.Recv(t, ids, "the synchronous handler"); id != "" {
 		t.Errorf("OperationID of a synchronous request = %q, want none", id)
 	}
 	_, loc := b.submit(t, http.MethodGet, "/async", "")
-	if id := recv(t, ids, "the replay"); id != opID(t, loc) {
+	if id := testwait.Recv(t, ids, "the replay"); id != opID(t, loc) {
 		t.Errorf("OperationID during replay = %q, want the Location's %q", id, opID(t, loc))
 	}
 	if id, ok := asyncreply.OperationID(context.Background()); id != "" || ok {
@@ -226,5 +228,22 @@ func TestServeMuxPatternsMatchAgainOnReplay(t *testing.T) {
 	want := `pattern="GET /users/{user}/reports/{report...}" user="ann lee" report="2024/q3"`
 	if r := b.do(t, http.MethodGet, loc+"/response", ""); string(r.body) != want {
 		t.Errorf("replayed handler saw %s, want %s", r.body, want)
+	}
+}
+
+func TestTLSIsKeptOnReplay(t *testing.T) {
+	t.Parallel()
+	b := newBundle(t, asyncreply.Config{}, route("GET /whoami", asyncreply.Async(http.HandlerFunc(
+		func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "tls=%t", r.TLS != nil)
+		}))), httptest.NewTLSServer)
+
+	_, loc := b.submit(t, http.MethodGet, "/whoami", "")
+	if !strings.HasPrefix(loc, "https://") {
+		t.Errorf("Location = %q, want https for a TLS request", loc)
+	}
+	b.finish(t, loc)
+	if r := b.do(t, http.MethodGet, loc+"/response", ""); string(r.body) != "tls=true" {
+		t.Errorf("replayed handler saw %s, want tls=true", r.body)
 	}
 }

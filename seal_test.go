@@ -1,42 +1,50 @@
-package asyncreply
+package asyncreply_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"testing"
+
+	"github.com/asyncreply/asyncreply"
 )
 
-func TestSealer(t *testing.T) {
+func TestKeyEncryptsAtRest(t *testing.T) {
 	t.Parallel()
-	key := bytes.Repeat([]byte{7}, 32)
-	s, err := newSealer(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain := []byte("Authorization: Bearer secret")
-	sealed := s.seal("op1", plain)
-	if bytes.Contains(sealed, []byte("secret")) {
-		t.Fatal("sealed data contains the plaintext")
-	}
-	if again := s.seal("op1", plain); bytes.Equal(again, sealed) {
-		t.Fatal("two seals of the same data are equal: the nonce is not random")
-	}
-	got, err := s.open("op1", sealed)
-	if err != nil || !bytes.Equal(got, plain) {
-		t.Fatalf("open = %q, %v", got, err)
-	}
-	if _, err := s.open("op2", sealed); err == nil {
-		t.Fatal("data sealed for one operation opened for another")
-	}
-	other, _ := newSealer(bytes.Repeat([]byte{8}, 32))
-	if _, err := other.open("op1", sealed); err == nil {
-		t.Fatal("data opened with the wrong key")
-	}
-	if _, err := s.open("op1", sealed[:5]); err == nil {
-		t.Fatal("truncated data opened")
-	}
+	const secret = "secret-bearer-token"
+	for _, keyed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("key=%t", keyed), func(t *testing.T) {
+			t.Parallel()
+			spy := newSpy()
+			cfg := asyncreply.Config{Backend: spy}
+			if keyed {
+				cfg.Key = bytes.Repeat([]byte{7}, 32)
+			}
+			b := setup(t, cfg, route("POST /reports", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.WriteString(w, "answer for "+r.Header.Get("Authorization"))
+			}))))
+			_, loc := b.submit(t, http.MethodPost, "/reports", "confidential body", "Authorization", secret)
+			b.finish(t, loc)
+			if r := b.do(t, http.MethodGet, loc+"/response", ""); string(r.body) != "answer for "+secret {
+				t.Fatalf("response = %s, want the handler's answer", r)
+			}
 
-	none, _ := newSealer(nil)
-	if got := none.seal("op1", plain); !bytes.Equal(got, plain) {
-		t.Fatal("without a key, data must be stored as is")
+			requests, responses := spy.stored()
+			if len(requests) != 1 || len(responses) != 1 {
+				t.Fatalf("stored %d requests, %d responses; want 1 each", len(requests), len(responses))
+			}
+			for _, stored := range [][]byte{requests[0], responses[0]} {
+				if clear := bytes.Contains(stored, []byte(secret)); clear == keyed {
+					t.Errorf("with key %t, the backend holds the secret in clear: %t", keyed, clear)
+				}
+			}
+			// The recorded credentials are kept no longer than needed.
+			op, err := spy.Get(context.Background(), opID(t, loc))
+			if err != nil || len(op.Request) != 0 {
+				t.Errorf("finished operation still holds its recorded request (%d bytes, %v)", len(op.Request), err)
+			}
+		})
 	}
 }

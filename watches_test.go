@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
 func TestMaxWatches(t *testing.T) {
@@ -18,7 +19,7 @@ func TestMaxWatches(t *testing.T) {
 		defer g.release.fire()
 		b := setup(t, asyncreply.Config{MaxWatches: 2}, route("GET /reports/{id}", asyncreply.Async(g)))
 		_, first := b.submit(t, http.MethodGet, "/reports/1", "")
-		recv(t, g.started, "the first replay to start")
+		testwait.Recv(t, g.started, "the first replay to start")
 
 		streams := []*sseStream{b.openEvents(t, first), b.openEvents(t, first)}
 		for _, s := range streams {
