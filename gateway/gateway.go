@@ -24,7 +24,6 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +32,7 @@ import (
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/internal/netaddr"
+	"github.com/asyncreply/asyncreply/internal/problem"
 )
 
 // OperationHeader is the request header that tells the upstream which
@@ -637,11 +637,5 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if asyncreply.Fail(r.Context(), status, title, detail) {
 		return // a replay: the operation fails, as a synchronous call would have
 	}
-	body := `{"type":"about:blank","title":` + strconv.Quote(title) + `,"status":` + strconv.Itoa(status) + `,"detail":` + strconv.Quote(detail) + "}"
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write([]byte(body))
+	problem.Write(w, status, title, detail)
 }

@@ -310,11 +310,18 @@ func TestUnreachableUpstreamFailsWith502(t *testing.T) {
 		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("Content-Type") != "application/problem+json" {
 			t.Errorf("%s: got %d %s, want 502 problem+json", name, resp.StatusCode, resp.Header.Get("Content-Type"))
 		}
+		// The gateway's own problems leave as the library's do: never
+		// cached, never sniffed as something else.
+		if h := resp.Header; h.Get("Cache-Control") != "no-store" || h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: Cache-Control %q, X-Content-Type-Options %q; want no-store, nosniff", name, h.Get("Cache-Control"), h.Get("X-Content-Type-Options"))
+		}
 		var p struct {
+			Type   string `json:"type"`
 			Status int    `json:"status"`
 			Title  string `json:"title"`
+			Detail string `json:"detail"`
 		}
-		if err := json.Unmarshal([]byte(body), &p); err != nil || p.Status != http.StatusBadGateway || p.Title == "" {
+		if err := json.Unmarshal([]byte(body), &p); err != nil || p.Type != "about:blank" || p.Status != http.StatusBadGateway || p.Title != "Bad Gateway" || p.Detail == "" {
 			t.Errorf("%s: problem document %q: %v", name, body, err)
 		}
 	}
