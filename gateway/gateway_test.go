@@ -348,22 +348,45 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative concurrency", gateway.Config{Upstream: ok, Concurrency: -1}, "Concurrency", []string{"negative"}},
 		{"negative wait", gateway.Config{Upstream: ok, Wait: -time.Second}, "Wait", []string{"negative"}},
 		{"accept-only in memory", gateway.Config{Upstream: ok, AcceptOnly: true}, "AcceptOnly", []string{"in-memory"}},
-		{"inline and accept-only", gateway.Config{Upstream: ok, Inline: true, AcceptOnly: true, Backend: sharedBackend{}}, "Inline", []string{"AcceptOnly"}},
+		{"accept-only in a wrapped memory backend", gateway.Config{Upstream: ok, AcceptOnly: true, Backend: wrappedMemory{memory.New(memory.Config{})}}, "AcceptOnly", []string{"in-memory"}},
+		{"inline and accept-only", gateway.Config{Upstream: ok, Inline: true, AcceptOnly: true, Backend: sharedBackend{}}, "AcceptOnly", []string{"Inline"}},
 		{"negative route timeout", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET /x", Timeout: -time.Second}}}, "Async", []string{`"GET /x"`, "timeout must not be negative"}},
+		{"bad public URL", gateway.Config{Upstream: ok, PublicURL: "app.example"}, "PublicURL", []string{`"app.example"`}},
+		{"short key", gateway.Config{Upstream: ok, Key: make([]byte, 16)}, "Key", []string{"32 bytes"}},
+		{"concurrency beside a backend", gateway.Config{Upstream: ok, Concurrency: 2, Backend: sharedBackend{}}, "Concurrency", []string{"memory.Config.Concurrency"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := gateway.New(tc.cfg)
-			var ce *gateway.ConfigError
-			if !errors.As(err, &ce) || ce.Field != tc.field {
-				t.Fatalf("got %v, want a ConfigError for %s", err, tc.field)
-			}
-			for _, want := range tc.want {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error %q does not contain %q", err, want)
+			_, newErr := gateway.New(tc.cfg)
+			for name, err := range map[string]error{"New": newErr, "Validate": tc.cfg.Validate()} {
+				var ce *gateway.ConfigError
+				if !errors.As(err, &ce) || ce.Field != tc.field {
+					t.Fatalf("%s: got %v, want a ConfigError for %s", name, err, tc.field)
+				}
+				for _, want := range tc.want {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("%s: error %q does not contain %q", name, err, want)
+					}
 				}
 			}
 		})
+	}
+}
+
+func TestValidateReportsEveryInvalidField(t *testing.T) {
+	t.Parallel()
+	err := gateway.Config{Upstream: "localhost:3000", Prefix: "ops", Owner: gateway.OwnerCookie(""), Wait: -time.Second}.Validate()
+	var fields []string
+	for _, err := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var ce *gateway.ConfigError
+		if !errors.As(err, &ce) {
+			t.Fatalf("%v is not a ConfigError", err)
+		}
+		fields = append(fields, ce.Field)
+	}
+	slices.Sort(fields)
+	if want := []string{"Owner", "Prefix", "Upstream", "Wait"}; !slices.Equal(fields, want) {
+		t.Errorf("invalid fields %q, want %q: %v", fields, want, err)
 	}
 }
 
@@ -749,6 +772,10 @@ func TestTrustedProxyKeepsItsForwardingHeaders(t *testing.T) {
 // needs; New rejects the Config before using it.
 type sharedBackend struct{ backend.Backend }
 
+// wrappedMemory is an in-memory backend in a wrapper, as instrumentation
+// would wrap it; it keeps its operations in this process all the same.
+type wrappedMemory struct{ *memory.Backend }
+
 func TestInlineOperationIsFinishedWhenTheSubmitReturns(t *testing.T) {
 	t.Parallel()
 	seenC, release := make(chan seen, 1), make(chan struct{})
@@ -791,10 +818,14 @@ func (cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // BenchmarkPassThrough is the gateway's own cost of proxying a request
 // unchanged, with and without the owner cookie of the "issue-cookie" mode.
 func BenchmarkPassThrough(b *testing.B) {
-	for _, bc := range []struct{ name, owner, cookie string }{
-		{"no owner", "", "session=abc"},
-		{"issue-cookie, has one", "issue-cookie", "session=abc; " + gateway.OwnerCookie + "=" + unknownID},
-		{"issue-cookie, issued one", "issue-cookie", "session=abc"},
+	for _, bc := range []struct {
+		name   string
+		owner  gateway.Owner
+		cookie string
+	}{
+		{"no owner", gateway.Owner{}, "session=abc"},
+		{"issue-cookie, has one", gateway.OwnerIssuedCookie(), "session=abc; " + gateway.OwnerCookieName + "=" + unknownID},
+		{"issue-cookie, issued one", gateway.OwnerIssuedCookie(), "session=abc"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			gw, err := gateway.New(gateway.Config{Upstream: "http://127.0.0.1:3000", Transport: cannedTransport{}, Owner: bc.owner, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})

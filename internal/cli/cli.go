@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/backendurl"
 	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/gateway"
@@ -202,35 +203,45 @@ response.
 
 // flagOf names the flag that sets a gateway.Config field.
 var flagOf = map[string]string{
-	"Upstream": "--upstream", "Async": "--async", "Concurrency": "--concurrency", "Wait": "--wait",
-	"Timeout": "--timeout", "Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url",
-	"Owner": "--owner", "AcceptOnly": "--accept-only", "Inline": "--inline",
+	"Upstream": "--upstream", "Async": "--async", "Wait": "--wait", "Timeout": "--timeout",
+	"Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url", "Owner": "--owner",
+	"Key": "--key", "AcceptOnly": "--accept-only", "Inline": "--inline",
 }
 
-// gatewayConfig turns the flags into a validated gateway.Config, without
-// a Backend. Errors name the flag at fault.
+// gatewayConfig turns the flags into a gateway.Config without a Backend,
+// and checks it as far as the flags alone decide: whether --accept-only
+// fits --backend is the opened backend's to say (backend.IsLocal), which
+// gateway.New asks. Errors name the flag at fault.
 func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, error) {
+	owner, ownerErr := gateway.ParseOwner(o.owner)
+	if ownerErr != nil {
+		ownerErr = fmt.Errorf("--owner: %w", ownerErr)
+	}
 	cfg := gateway.Config{
 		Upstream:       o.upstream,
 		Async:          o.async.values,
-		Concurrency:    cmp.Or(o.concurrency, gateway.DefaultConcurrency),
 		Wait:           o.wait,
 		Timeout:        o.timeout,
 		Retention:      o.retention,
 		Prefix:         o.prefix,
 		PublicURL:      o.publicURL,
 		TrustedProxies: o.trustedProxies.values,
-		Owner:          o.owner,
+		Owner:          owner,
 		Logger:         logger,
 		Key:            o.key.value,
 		AcceptOnly:     o.acceptOnly,
 		Inline:         o.inline,
 	}
-	if o.acceptOnly && strings.HasPrefix(strings.ToLower(o.backend), "memory:") {
-		return cfg, errors.New("--accept-only needs a --backend that workers share, sqlite://PATH or postgres://…: no other process can replay memory:'s operations")
-	}
-	return cfg, flagError(cfg.Validate())
+	unopened := cfg
+	unopened.Backend = unopenedBackend{}
+	return cfg, errors.Join(ownerErr, flagError(unopened.Validate()))
 }
+
+// unopenedBackend stands for the backend --backend names while the flags
+// are checked, before opening it creates anything (a SQLite file, tables):
+// it says it is not local, which only the opened backend can tell, and
+// gateway.New asks that one. Validating a Config calls none of its methods.
+type unopenedBackend struct{ backend.Backend }
 
 // newGateway opens the backend and creates the gateway. Errors name the
 // flag at fault and are configuration errors.
@@ -240,8 +251,10 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 	if err != nil {
 		return nil, err
 	}
+	// The backend bounds the replays: gateway.Config.Concurrency is only
+	// for a backend the gateway creates itself.
 	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{
-		Concurrency: cfg.Concurrency, Logger: logger,
+		Concurrency: cmp.Or(o.concurrency, gateway.DefaultConcurrency), Logger: logger,
 		MaxQueued: o.maxQueued, MaxQueuedPerOwner: o.maxQueuedPerOwner,
 	})
 	if err != nil {
@@ -256,10 +269,16 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 	return gw, nil
 }
 
-// flagError restates a gateway.ConfigError in terms of the flag at fault.
+// flagError restates each gateway.ConfigError in err, several of which
+// may be joined, in terms of the flag at fault.
 func flagError(err error) error {
-	if err == nil {
-		return nil
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := joined.Unwrap()
+		restated := make([]error, len(errs))
+		for i, err := range errs {
+			restated[i] = flagError(err)
+		}
+		return errors.Join(restated...)
 	}
 	var ce *gateway.ConfigError
 	if errors.As(err, &ce) && flagOf[ce.Field] != "" {

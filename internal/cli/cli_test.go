@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/asyncreply/asyncreply/gateway"
 )
 
 func TestMain(m *testing.M) {
@@ -55,8 +57,9 @@ func TestParseGatewayFlags(t *testing.T) {
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got  %+v\nwant %+v", o, want)
 	}
-	if cfg, err := gatewayConfig(o, nil); err != nil || !cfg.Inline {
-		t.Errorf("gateway.Config from --inline: Inline %t, %v", cfg.Inline, err)
+	cfg, err := gatewayConfig(o, nil)
+	if err != nil || !cfg.Inline || cfg.Owner != gateway.OwnerUpstream("/whoami") {
+		t.Errorf("gateway.Config from the flags: Inline %t, Owner %v, %v", cfg.Inline, cfg.Owner, err)
 	}
 }
 
@@ -160,8 +163,9 @@ func TestBadConfigurationExits2NamingTheFlag(t *testing.T) {
 		{"migrate malformed backend", []string{"migrate", "--backend", "mysql://x"}, nil, []string{"--backend", "mysql"}},
 		{"negative read timeout", append([]string{"gateway", "--read-timeout", "-1s"}, up...), nil, []string{"--read-timeout", "negative"}},
 		{"negative idle timeout in the demo", []string{"demo", "--idle-timeout", "-1s"}, nil, []string{"--idle-timeout", "negative"}},
-		{"inline and accept-only", append([]string{"gateway", "--inline", "--accept-only"}, up...), nil, []string{"--inline", "AcceptOnly"}},
-		{"accept-only in memory", append([]string{"gateway", "--accept-only", "--backend", "memory:"}, up...), nil, []string{"--accept-only", "--backend"}},
+		{"inline and accept-only", append([]string{"gateway", "--inline", "--accept-only"}, up...), nil, []string{"--accept-only", "Inline"}},
+		{"accept-only in memory", append([]string{"gateway", "--accept-only", "--backend", "memory:"}, up...), nil, []string{"--accept-only", "in-memory"}},
+		{"several at once", []string{"gateway", "--upstream", "localhost:3000", "--prefix", "ops", "--owner", "cookie:"}, nil, []string{"--upstream", "--prefix", "--owner"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
