@@ -56,10 +56,12 @@ const (
 	// so a busy gateway would open and close connections constantly.
 	DefaultMaxIdleConnsPerHost = 256
 
-	DefaultPrefix    = asyncreply.DefaultPrefix
-	DefaultRetention = asyncreply.DefaultRetention
-	DefaultTimeout   = asyncreply.DefaultTimeout
-	DefaultWait      = time.Duration(0)
+	DefaultPrefix             = asyncreply.DefaultPrefix
+	DefaultRetention          = asyncreply.DefaultRetention
+	DefaultTimeout            = asyncreply.DefaultTimeout
+	DefaultWait               = time.Duration(0)
+	DefaultMaxWatches         = asyncreply.DefaultMaxWatches
+	DefaultMaxWatchesPerOwner = asyncreply.DefaultMaxWatchesPerOwner
 )
 
 // Config configures a Gateway. Upstream is required; every other field is
@@ -132,6 +134,18 @@ type Config struct {
 	// poll. Defaults to the zero Owner: the unguessable monitor URL is the
 	// only key to an operation.
 	Owner Owner
+
+	// MaxWatches bounds the long-polls and event streams open at once;
+	// past it they are answered 503 with Retry-After, while submits and
+	// polls that do not wait go on (asyncreply.Config.MaxWatches).
+	// Defaults to DefaultMaxWatches.
+	MaxWatches int
+
+	// MaxWatchesPerOwner bounds the long-polls and event streams of one
+	// Owner open at once; past it that owner's are answered 429 with
+	// Retry-After (asyncreply.Config.MaxWatchesPerOwner). Defaults to
+	// DefaultMaxWatchesPerOwner.
+	MaxWatchesPerOwner int
 
 	// AcceptOnly makes the gateway accept operations and serve their monitor
 	// URLs but replay none: `asyncreply worker` processes sharing Backend
@@ -275,17 +289,19 @@ func (g *Gateway) configure(cfg Config) (asyncreply.Config, error) {
 		be = memory.New(memory.Config{Concurrency: cfg.Concurrency})
 	}
 	library := asyncreply.Config{
-		Backend:        be,
-		Prefix:         cfg.Prefix,
-		PublicURL:      cfg.PublicURL,
-		TrustedProxies: cfg.TrustedProxies,
-		Wait:           cfg.Wait,
-		Retention:      cfg.Retention,
-		Timeout:        cfg.Timeout,
-		Logger:         cfg.Logger,
-		Key:            cfg.Key,
-		AcceptOnly:     cfg.AcceptOnly,
-		Inline:         cfg.Inline,
+		Backend:            be,
+		Prefix:             cfg.Prefix,
+		PublicURL:          cfg.PublicURL,
+		TrustedProxies:     cfg.TrustedProxies,
+		Wait:               cfg.Wait,
+		MaxWatches:         cfg.MaxWatches,
+		MaxWatchesPerOwner: cfg.MaxWatchesPerOwner,
+		Retention:          cfg.Retention,
+		Timeout:            cfg.Timeout,
+		Logger:             cfg.Logger,
+		Key:                cfg.Key,
+		AcceptOnly:         cfg.AcceptOnly,
+		Inline:             cfg.Inline,
 	}
 	if errs = append(errs, fromLibrary(library.Validate())...); len(errs) > 0 {
 		return library, errors.Join(errs...)

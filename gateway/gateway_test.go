@@ -353,6 +353,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative route timeout", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET /x", Timeout: -time.Second}}}, "Async", []string{`"GET /x"`, "timeout must not be negative"}},
 		{"bad public URL", gateway.Config{Upstream: ok, PublicURL: "app.example"}, "PublicURL", []string{`"app.example"`}},
 		{"short key", gateway.Config{Upstream: ok, Key: make([]byte, 16)}, "Key", []string{"32 bytes"}},
+		{"negative max watches", gateway.Config{Upstream: ok, MaxWatches: -1}, "MaxWatches", []string{"negative"}},
+		{"negative max watches per owner", gateway.Config{Upstream: ok, MaxWatchesPerOwner: -1}, "MaxWatchesPerOwner", []string{"negative"}},
 		{"concurrency beside a backend", gateway.Config{Upstream: ok, Concurrency: 2, Backend: sharedBackend{}}, "Concurrency", []string{"memory.Config.Concurrency"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -130,8 +130,10 @@ type gatewayOptions struct {
 	inline         bool
 	timeouts       serverTimeouts
 
-	maxQueued         int
-	maxQueuedPerOwner int
+	maxQueued          int
+	maxQueuedPerOwner  int
+	maxWatches         int
+	maxWatchesPerOwner int
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -195,6 +197,8 @@ response.
 	fs.IntVar(&o.maxQueued, "max-queued", 0, fmt.Sprintf("most operations waiting to run, beyond which new ones get 503 and Retry-After; 0: the backend's default (memory: %d, and %d MiB of request bodies; sqlite, postgres: none); negative: none",
 		memory.DefaultMaxQueued, memory.DefaultMaxQueuedBytes>>20))
 	fs.IntVar(&o.maxQueuedPerOwner, "max-queued-per-owner", 0, "most operations of one --owner waiting to run, beyond which its new ones get 429 and Retry-After while others are still accepted; 0: none")
+	fs.IntVar(&o.maxWatches, "max-watches", gateway.DefaultMaxWatches, "most long-polls and event streams open at once, beyond which new ones get 503 and Retry-After")
+	fs.IntVar(&o.maxWatchesPerOwner, "max-watches-per-owner", gateway.DefaultMaxWatchesPerOwner, "most long-polls and event streams of one --owner open at once, beyond which its new ones get 429 and Retry-After")
 	fs.BoolVar(&o.inline, "inline", false, "development: execute each operation inside the request that submits it, with the same monitor URLs")
 	o.timeouts.addFlags(fs)
 	fs.acceptConfigFile()
@@ -206,6 +210,7 @@ var flagOf = map[string]string{
 	"Upstream": "--upstream", "Async": "--async", "Wait": "--wait", "Timeout": "--timeout",
 	"Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url", "Owner": "--owner",
 	"Key": "--key", "AcceptOnly": "--accept-only", "Inline": "--inline",
+	"MaxWatches": "--max-watches", "MaxWatchesPerOwner": "--max-watches-per-owner",
 }
 
 // gatewayConfig turns the flags into a gateway.Config without a Backend,
@@ -218,19 +223,21 @@ func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, erro
 		ownerErr = fmt.Errorf("--owner: %w", ownerErr)
 	}
 	cfg := gateway.Config{
-		Upstream:       o.upstream,
-		Async:          o.async.values,
-		Wait:           o.wait,
-		Timeout:        o.timeout,
-		Retention:      o.retention,
-		Prefix:         o.prefix,
-		PublicURL:      o.publicURL,
-		TrustedProxies: o.trustedProxies.values,
-		Owner:          owner,
-		Logger:         logger,
-		Key:            o.key.value,
-		AcceptOnly:     o.acceptOnly,
-		Inline:         o.inline,
+		Upstream:           o.upstream,
+		Async:              o.async.values,
+		Wait:               o.wait,
+		Timeout:            o.timeout,
+		Retention:          o.retention,
+		Prefix:             o.prefix,
+		PublicURL:          o.publicURL,
+		TrustedProxies:     o.trustedProxies.values,
+		Owner:              owner,
+		MaxWatches:         o.maxWatches,
+		MaxWatchesPerOwner: o.maxWatchesPerOwner,
+		Logger:             logger,
+		Key:                o.key.value,
+		AcceptOnly:         o.acceptOnly,
+		Inline:             o.inline,
 	}
 	unopened := cfg
 	unopened.Backend = unopenedBackend{}

@@ -39,6 +39,7 @@ func TestParseGatewayFlags(t *testing.T) {
 		"--owner", "upstream:/whoami",
 		"--key", strings.Repeat("ab", 32),
 		"--inline", "--read-timeout", "30s", "--idle-timeout", "5m",
+		"--max-watches", "100", "--max-watches-per-owner", "5",
 	}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -53,13 +54,14 @@ func TestParseGatewayFlags(t *testing.T) {
 		key:            keyFlag{bytes.Repeat([]byte{0xab}, 32)},
 		inline:         true,
 		timeouts:       serverTimeouts{read: 30 * time.Second, idle: 5 * time.Minute},
+		maxWatches:     100, maxWatchesPerOwner: 5,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got  %+v\nwant %+v", o, want)
 	}
 	cfg, err := gatewayConfig(o, nil)
-	if err != nil || !cfg.Inline || cfg.Owner != gateway.OwnerUpstream("/whoami") {
-		t.Errorf("gateway.Config from the flags: Inline %t, Owner %v, %v", cfg.Inline, cfg.Owner, err)
+	if err != nil || !cfg.Inline || cfg.Owner != gateway.OwnerUpstream("/whoami") || cfg.MaxWatches != 100 || cfg.MaxWatchesPerOwner != 5 {
+		t.Errorf("gateway.Config from the flags: Inline %t, Owner %v, MaxWatches %d, MaxWatchesPerOwner %d, %v", cfg.Inline, cfg.Owner, cfg.MaxWatches, cfg.MaxWatchesPerOwner, err)
 	}
 }
 
@@ -119,7 +121,7 @@ func TestGatewayHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("exit %d, stderr %s", code, stderr.String())
 	}
 	help := stdout.String()
-	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner", "inline", "read-timeout", "idle-timeout", "config"} {
+	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner", "inline", "read-timeout", "idle-timeout", "max-watches", "max-watches-per-owner", "config"} {
 		re := regexp.MustCompile(`(?m)^  --` + regexp.QuoteMeta(name) + ` .*\n.*\n\s+default: .+; env: ` + envName(name) + `$`)
 		if !re.MatchString(help) {
 			t.Errorf("--help does not list --%s with its default and environment variable", name)
@@ -165,6 +167,7 @@ func TestBadConfigurationExits2NamingTheFlag(t *testing.T) {
 		{"negative idle timeout in the demo", []string{"demo", "--idle-timeout", "-1s"}, nil, []string{"--idle-timeout", "negative"}},
 		{"inline and accept-only", append([]string{"gateway", "--inline", "--accept-only"}, up...), nil, []string{"--accept-only", "Inline"}},
 		{"accept-only in memory", append([]string{"gateway", "--accept-only", "--backend", "memory:"}, up...), nil, []string{"--accept-only", "in-memory"}},
+		{"negative max watches", append([]string{"gateway", "--max-watches", "-1"}, up...), nil, []string{"--max-watches", "negative"}},
 		{"several at once", []string{"gateway", "--upstream", "localhost:3000", "--prefix", "ops", "--owner", "cookie:"}, nil, []string{"--upstream", "--prefix", "--owner"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
