@@ -168,6 +168,10 @@ type Config struct {
 	// bytes. Defaults to nil: stored as they are, with a warning at start
 	// for a durable backend.
 	Key []byte
+
+	// whoamiWaiting, set by tests, is called by each request once it waits
+	// for the upstream's answer to who its caller is (OwnerUpstream).
+	whoamiWaiting func()
 }
 
 // Route is an asynchronous route: a pattern, and optionally its own wait,

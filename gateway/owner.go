@@ -177,10 +177,13 @@ type owner struct {
 	client *http.Client // upstream mode
 	cache  *principalCache
 	asking singleflight.Group // upstream mode: questions in flight, by credential digest
+	// waiting, in tests, is called by each request once it waits for the
+	// answer to a question in flight (Config.whoamiWaiting).
+	waiting func()
 }
 
 func newOwner(mode Owner, cfg *Config, upstream *url.URL) *owner {
-	o := &owner{mode: mode}
+	o := &owner{mode: mode, waiting: cfg.whoamiWaiting}
 	// The principal leaves the gateway as an HMAC, not as the raw token or
 	// cookie, so that no credential is handed to the library (which digests
 	// it again before storing it). The key derives from Config.Key: with a
@@ -257,16 +260,20 @@ func (o *owner) askUpstream(r *http.Request) (string, error) {
 	// Concurrent requests with the same credentials — a page's burst of
 	// submits, many pollers — share one question, detached from whichever
 	// caller asked first so that its going away does not fail the others.
-	v, err, _ := o.asking.Do(string(key[:]), func() (any, error) {
+	answer := o.asking.DoChan(string(key[:]), func() (any, error) {
 		return o.ask(context.WithoutCancel(r.Context()), key, cookies, authorization, now)
 	})
-	if err != nil {
-		return "", err
+	if o.waiting != nil {
+		o.waiting()
 	}
-	if v.(string) == "" {
+	res := <-answer
+	if res.Err != nil {
+		return "", res.Err
+	}
+	if res.Val.(string) == "" {
 		return "", errAnonymous
 	}
-	return v.(string), nil
+	return res.Val.(string), nil
 }
 
 // ask puts the question of askUpstream to the upstream and remembers the

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/asyncreply/asyncreply/gateway"
 )
@@ -422,9 +421,13 @@ func TestUpstreamOwnerAsksOnceForConcurrentCallers(t *testing.T) {
 		<-release
 		io.WriteString(w, "alice")
 	})
-	b := setup(t, up, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: gateway.OwnerUpstream("/whoami")})
-
 	const callers = 10
+	waiting := make(chan struct{}, callers)
+	b := setup(t, up, gateway.WithWhoamiWaiter(
+		gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: gateway.OwnerUpstream("/whoami")},
+		func() { waiting <- struct{}{} },
+	))
+
 	codes := make(chan int, callers)
 	for range callers {
 		go func() {
@@ -439,12 +442,12 @@ func TestUpstreamOwnerAsksOnceForConcurrentCallers(t *testing.T) {
 			codes <- resp.StatusCode
 		}()
 	}
-	// Hold the first question while the others arrive; those that arrive
-	// after it is answered find the answer remembered.
-	for asked.Load() == 0 {
-		time.Sleep(time.Millisecond)
+	// The answer is held until every caller waits for it: none finds it
+	// remembered, so each would ask the upstream if questions were not
+	// shared.
+	for range callers {
+		<-waiting
 	}
-	time.Sleep(50 * time.Millisecond)
 	close(release)
 	for range callers {
 		if code := <-codes; code != http.StatusAccepted {
