@@ -418,8 +418,8 @@ func runMigrate(ctx context.Context, o *migrateOptions, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "asyncreply migrate: closing the backend: %v\n", err)
 		return exitFailure
 	}
-	if strings.HasPrefix(strings.ToLower(o.backend), "memory:") {
-		fmt.Fprintln(stdout, "asyncreply migrate: memory: has no tables; nothing to do")
+	if backend.IsLocal(be) {
+		fmt.Fprintf(stdout, "asyncreply migrate: %s keeps operations in this process and has no tables; nothing to do\n", o.backend)
 	} else {
 		fmt.Fprintln(stdout, "asyncreply migrate: the backend's tables are up to date")
 	}

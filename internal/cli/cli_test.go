@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -303,5 +304,18 @@ func TestDemoServesTheSlowReportAsynchronously(t *testing.T) {
 	cancel()
 	if code := <-exited; code != 0 {
 		t.Errorf("exit %d after shutdown, want 0", code)
+	}
+}
+
+func TestMigrateSaysWhetherTheBackendHasTables(t *testing.T) {
+	t.Parallel()
+	for backend, want := range map[string]string{
+		"memory:": "has no tables",
+		"sqlite://" + filepath.Join(t.TempDir(), "asyncreply.db"): "tables are up to date",
+	} {
+		var stdout, stderr strings.Builder
+		if code := Run(t.Context(), []string{"migrate", "--backend", backend}, env(nil), &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), want) {
+			t.Errorf("migrate --backend %s: exit %d, stdout %q, stderr %q; want it to say %q", backend, code, stdout.String(), stderr.String(), want)
+		}
 	}
 }
