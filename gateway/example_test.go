@@ -10,7 +10,8 @@ import (
 )
 
 // A gateway in front of an application on port 3000, in which the slow
-// report is asynchronous and everything else is proxied unchanged.
+// report is asynchronous, each operation readable only by the user the
+// application's /whoami names, and everything else is proxied unchanged.
 func Example() {
 	ctx := context.Background()
 	be, err := backendurl.Open(ctx, "sqlite://./asyncreply.db", backendurl.Options{Concurrency: gateway.DefaultConcurrency})
@@ -21,6 +22,7 @@ func Example() {
 		Upstream: "http://127.0.0.1:3000",
 		Async:    []gateway.Route{{Pattern: "GET /reports/{id}"}},
 		Backend:  be,
+		Owner:    gateway.OwnerUpstream("/whoami"),
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -14,6 +14,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,7 +25,6 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +33,7 @@ import (
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/internal/netaddr"
+	"github.com/asyncreply/asyncreply/internal/problem"
 )
 
 // OperationHeader is the request header that tells the upstream which
@@ -55,10 +56,12 @@ const (
 	// so a busy gateway would open and close connections constantly.
 	DefaultMaxIdleConnsPerHost = 256
 
-	DefaultPrefix    = asyncreply.DefaultPrefix
-	DefaultRetention = asyncreply.DefaultRetention
-	DefaultTimeout   = asyncreply.DefaultTimeout
-	DefaultWait      = time.Duration(0)
+	DefaultPrefix             = asyncreply.DefaultPrefix
+	DefaultRetention          = asyncreply.DefaultRetention
+	DefaultTimeout            = asyncreply.DefaultTimeout
+	DefaultWait               = time.Duration(0)
+	DefaultMaxWatches         = asyncreply.DefaultMaxWatches
+	DefaultMaxWatchesPerOwner = asyncreply.DefaultMaxWatchesPerOwner
 )
 
 // Config configures a Gateway. Upstream is required; every other field is
@@ -80,10 +83,12 @@ type Config struct {
 	// when the process exits.
 	Backend backend.Backend
 
-	// Concurrency bounds how many replays run against the upstream at once,
-	// when the gateway creates its Backend; a Backend given in Config must
-	// be created with the same bound (backendurl.Options.Concurrency).
-	// Defaults to DefaultConcurrency.
+	// Concurrency bounds how many replays run against the upstream at once
+	// in the in-memory backend the gateway creates when Backend is nil. A
+	// Backend given here is bounded where it is created
+	// (memory.Config.Concurrency, backendurl.Options.Concurrency), and New
+	// refuses a Concurrency beside it, which would not apply. Defaults to
+	// DefaultConcurrency.
 	Concurrency int
 
 	// Wait is how long a request to an asynchronous route waits for its
@@ -122,32 +127,31 @@ type Config struct {
 	Transport http.RoundTripper
 
 	// Owner binds each operation to its caller, so that its monitor URLs are
-	// a 404 for anyone else. It is one of:
-	//   - "header:NAME" or "cookie:NAME": the value of that request header or
-	//     cookie, for a credential that does not change between requests (an
-	//     API token, a stable cookie). Not a session cookie the application
-	//     re-issues on every response, as Rails' cookie store does.
-	//   - "issue-cookie": the gateway issues its own random, HttpOnly,
-	//     SameSite=Lax cookie (OwnerCookie) on any response to a client
-	//     without one, and binds each operation to it; each submit's answer
-	//     also sets a copy scoped to the operation's monitor URL, so that
-	//     the concurrent first requests of a browser, each given a different
-	//     cookie, keep their operations. The upstream never sees them.
-	//   - "upstream:PATH": the gateway asks the upstream who the caller is,
-	//     with a GET of PATH carrying only the caller's cookies and
-	//     Authorization; a 2xx answer's body is the principal, anything else
-	//     means anonymous. Answers are remembered for a few seconds per
-	//     credential. It binds to the user, across cookie rotations and
-	//     devices.
-	// A request whose owner cannot be determined is answered 403 at submit
-	// and 404 at poll. Defaults to "": the unguessable monitor URL is the
+	// a 404 for anyone else: OwnerHeader, OwnerCookie, OwnerIssuedCookie
+	// and OwnerUpstream say how the caller is known, and ParseOwner reads
+	// the same from a string such as "header:Authorization". A request
+	// whose owner cannot be determined is answered 403 at submit and 404 at
+	// poll. Defaults to the zero Owner: the unguessable monitor URL is the
 	// only key to an operation.
-	Owner string
+	Owner Owner
+
+	// MaxWatches bounds the long-polls and event streams open at once;
+	// past it they are answered 503 with Retry-After, while submits and
+	// polls that do not wait go on (asyncreply.Config.MaxWatches).
+	// Defaults to DefaultMaxWatches.
+	MaxWatches int
+
+	// MaxWatchesPerOwner bounds the long-polls and event streams of one
+	// Owner open at once; past it that owner's are answered 429 with
+	// Retry-After (asyncreply.Config.MaxWatchesPerOwner). Defaults to
+	// DefaultMaxWatchesPerOwner.
+	MaxWatchesPerOwner int
 
 	// AcceptOnly makes the gateway accept operations and serve their monitor
 	// URLs but replay none: `asyncreply worker` processes sharing Backend
-	// replay them (asyncreply.Config.AcceptOnly). Defaults to false: the
-	// gateway replays too, Concurrency at a time.
+	// replay them (asyncreply.Config.AcceptOnly). It needs a Backend that
+	// processes share, such as SQLite or PostgreSQL. Defaults to false:
+	// the gateway replays too.
 	AcceptOnly bool
 
 	// Inline executes each operation inside the request that submits it,
@@ -164,6 +168,10 @@ type Config struct {
 	// bytes. Defaults to nil: stored as they are, with a warning at start
 	// for a durable backend.
 	Key []byte
+
+	// whoamiWaiting, set by tests, is called by each request once it waits
+	// for the upstream's answer to who its caller is (OwnerUpstream).
+	whoamiWaiting func()
 }
 
 // Route is an asynchronous route: a pattern, and optionally its own wait,
@@ -181,7 +189,9 @@ func (r Route) options() asyncreply.RouteOptions {
 	return asyncreply.RouteOptions{Wait: r.Wait, Timeout: r.Timeout, Retention: r.Retention}
 }
 
-// ConfigError is the error New returns for an invalid Config field.
+// ConfigError is an invalid Config field, as New and Config.Validate
+// report it. The fields the gateway passes on to the library are reported
+// as the library finds them, under the same names.
 type ConfigError struct {
 	Field string // the Config field, e.g. "Async"
 	Err   error
@@ -198,10 +208,10 @@ type Gateway struct {
 	middleware *asyncreply.Middleware
 	proxy      *httputil.ReverseProxy
 	async      *http.ServeMux  // the async routes, each proxying with its options
-	owner      *owner          // nil without Config.Owner
+	owner      *owner          // nil for the zero Config.Owner
 	transport  *http.Transport // ours to close, when Config.Transport was nil
 
-	ownerCookieMaxAge time.Duration // the lifetime of the "issue-cookie" mode's cookies
+	ownerCookieMaxAge time.Duration // the lifetime of OwnerIssuedCookie's cookies
 
 	handlerOnce sync.Once
 	handler     http.Handler
@@ -210,110 +220,126 @@ type Gateway struct {
 // New validates cfg, fills in its defaults and returns a Gateway. Nothing
 // runs and the upstream is not contacted until Handler is called.
 func New(cfg Config) (*Gateway, error) {
-	upstream, err := cfg.validate()
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Prefix == "" {
-		cfg.Prefix = DefaultPrefix
-	}
-	if cfg.Concurrency == 0 {
-		cfg.Concurrency = DefaultConcurrency
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Backend == nil {
-		if cfg.AcceptOnly {
-			return nil, errAcceptOnlyMemory
-		}
-		cfg.Backend = memory.New(memory.Config{Concurrency: cfg.Concurrency})
-	}
-	g := &Gateway{cfg: cfg, upstream: upstream, ownerCookieMaxAge: ownerCookieMaxAge(&cfg)}
+	g := &Gateway{}
 	if cfg.Transport == nil {
 		g.transport = newTransport()
 		cfg.Transport = g.transport
 	}
-	var ownerFunc func(*http.Request) (string, error)
-	if mode, _ := parseOwner(cfg.Owner); mode.kind != "" { // validated above
-		g.owner = newOwner(mode, &cfg, upstream)
-		ownerFunc = g.owner.principal
+	library, err := g.configure(cfg)
+	if err != nil {
+		return nil, err
 	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:   g.rewrite,
-		Transport: cfg.Transport,
+		Transport: g.cfg.Transport,
 		// The default: a response of known length is written as buffers
 		// fill, while server-sent events and responses of unknown length —
 		// streams — are flushed as each write arrives.
 		FlushInterval:  0,
 		ModifyResponse: g.guardReplayBody,
 		ErrorHandler:   g.proxyError,
-		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		ErrorLog:       slog.NewLogLogger(g.cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	g.async, _ = asyncRoutes(cfg.Async, cfg.Prefix, g.proxy) // validated above
-	g.middleware, err = asyncreply.New(asyncreply.Config{
-		Backend:        cfg.Backend,
-		Prefix:         cfg.Prefix,
-		PublicURL:      cfg.PublicURL,
-		TrustedProxies: cfg.TrustedProxies,
-		Wait:           cfg.Wait,
-		Retention:      cfg.Retention,
-		Timeout:        cfg.Timeout,
-		Logger:         cfg.Logger,
-		Key:            cfg.Key,
-		Owner:          ownerFunc,
-		AcceptOnly:     cfg.AcceptOnly,
-		Inline:         cfg.Inline,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("gateway: %w", err)
+	if g.middleware, err = asyncreply.New(library); err != nil {
+		// Not a field configure validated: what only creating can find.
+		return nil, errors.Join(fromLibrary(err)...)
 	}
 	return g, nil
 }
 
-// Validate reports the first invalid field of cfg as a *ConfigError, as New
-// would, without creating anything.
+// Validate reports what New would refuse in cfg, without starting
+// anything: every invalid field, each as a *ConfigError (several are joined
+// with errors.Join; use errors.As to find one).
 func (cfg Config) Validate() error {
-	_, err := cfg.validate()
+	_, err := new(Gateway).configure(cfg)
 	return err
 }
 
-func (cfg Config) validate() (*url.URL, error) {
-	upstream, err := parseUpstream(cfg.Upstream)
-	if err != nil {
-		return nil, &ConfigError{"Upstream", err}
+// configure is the part of New that can fail, which Validate runs too, on
+// a Gateway it throws away. It checks what is the gateway's own (Upstream,
+// Concurrency, Async, Owner) and lets the library check the rest, parsing
+// each once: it fills in g's configuration, its upstream, its async routes
+// and its owner, and returns the library's Config. The error holds every
+// invalid field.
+func (g *Gateway) configure(cfg Config) (asyncreply.Config, error) {
+	cfg.Prefix = cmp.Or(cfg.Prefix, DefaultPrefix)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	if cfg.Concurrency < 0 {
-		return nil, &ConfigError{"Concurrency", fmt.Errorf("must not be negative, got %d", cfg.Concurrency)}
+	var errs []error
+	var err error
+	if g.upstream, err = parseUpstream(cfg.Upstream); err != nil {
+		errs = append(errs, &ConfigError{"Upstream", err})
 	}
-	if field, d := negativeDuration(cfg.Wait, cfg.Timeout, cfg.Retention); field != "" {
-		return nil, &ConfigError{field, fmt.Errorf("must not be negative, got %s", d)}
+	switch {
+	case cfg.Concurrency < 0:
+		errs = append(errs, &ConfigError{"Concurrency", fmt.Errorf("must not be negative, got %d", cfg.Concurrency)})
+	case cfg.Concurrency > 0 && cfg.Backend != nil:
+		// It would not apply: a Backend bounds its own executions.
+		errs = append(errs, &ConfigError{"Concurrency", errors.New("bounds only the backend the gateway creates; a Backend given in Config is bounded where it is created (memory.Config.Concurrency, backendurl.Options.Concurrency)")})
 	}
-	prefix := cfg.Prefix
-	if prefix == "" {
-		prefix = DefaultPrefix
+	cfg.Concurrency = cmp.Or(cfg.Concurrency, DefaultConcurrency)
+	// A route reaches g.proxy when it is served: New creates the proxy
+	// after configure.
+	forward := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.proxy.ServeHTTP(w, r) })
+	if g.async, err = asyncRoutes(cfg.Async, cfg.Prefix, forward); err != nil {
+		errs = append(errs, &ConfigError{"Async", err})
 	}
-	if !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") || len(prefix) < 2 {
-		return nil, &ConfigError{"Prefix", fmt.Errorf("%q must start and end with \"/\" and not be the root", prefix)}
+	if err := cfg.Owner.check(); err != nil {
+		errs = append(errs, &ConfigError{"Owner", err})
 	}
-	if cfg.PublicURL != "" {
-		if u, err := url.Parse(cfg.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, &ConfigError{"PublicURL", fmt.Errorf("%q must be an absolute http or https URL", cfg.PublicURL)}
+	be := cfg.Backend
+	if be == nil {
+		be = memory.New(memory.Config{Concurrency: cfg.Concurrency})
+	}
+	library := asyncreply.Config{
+		Backend:            be,
+		Prefix:             cfg.Prefix,
+		PublicURL:          cfg.PublicURL,
+		TrustedProxies:     cfg.TrustedProxies,
+		Wait:               cfg.Wait,
+		MaxWatches:         cfg.MaxWatches,
+		MaxWatchesPerOwner: cfg.MaxWatchesPerOwner,
+		Retention:          cfg.Retention,
+		Timeout:            cfg.Timeout,
+		Logger:             cfg.Logger,
+		Key:                cfg.Key,
+		AcceptOnly:         cfg.AcceptOnly,
+		Inline:             cfg.Inline,
+	}
+	if errs = append(errs, fromLibrary(library.Validate())...); len(errs) > 0 {
+		return library, errors.Join(errs...)
+	}
+	g.cfg = cfg
+	g.ownerCookieMaxAge = ownerCookieMaxAge(&cfg)
+	if cfg.Owner != (Owner{}) {
+		g.owner = newOwner(cfg.Owner, &cfg, g.upstream)
+		library.Owner = g.owner.principal
+	}
+	return library, nil
+}
+
+// fromLibrary restates the library's ConfigErrors, joined in err, as the
+// gateway's: every field the gateway passes on has the same name in both
+// Configs.
+func fromLibrary(err error) []error {
+	if err == nil {
+		return nil
+	}
+	errs := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = joined.Unwrap()
+	}
+	gateway := make([]error, len(errs))
+	for i, err := range errs {
+		var ce *asyncreply.ConfigError
+		if errors.As(err, &ce) {
+			gateway[i] = &ConfigError{ce.Field, ce.Err}
+		} else {
+			gateway[i] = fmt.Errorf("gateway: %w", err)
 		}
 	}
-	if _, err := asyncRoutes(cfg.Async, prefix, http.NotFoundHandler()); err != nil {
-		return nil, &ConfigError{"Async", err}
-	}
-	if _, err := parseOwner(cfg.Owner); err != nil {
-		return nil, &ConfigError{"Owner", err}
-	}
-	if _, private := cfg.Backend.(*memory.Backend); cfg.AcceptOnly && private {
-		return nil, errAcceptOnlyMemory
-	}
-	if cfg.AcceptOnly && cfg.Inline {
-		return nil, &ConfigError{"Inline", errors.New("excludes AcceptOnly: inline operations execute in the request that submits them, not in workers")}
-	}
-	return upstream, nil
+	return gateway
 }
 
 // negativeDuration names the first of wait, timeout and retention that is
@@ -329,8 +355,6 @@ func negativeDuration(wait, timeout, retention time.Duration) (field string, d t
 	}
 	return "", 0
 }
-
-var errAcceptOnlyMemory = &ConfigError{"AcceptOnly", errors.New("needs a backend that workers share, such as SQLite or PostgreSQL: no other process can replay the in-memory backend's operations")}
 
 func parseUpstream(raw string) (*url.URL, error) {
 	if raw == "" {
@@ -440,9 +464,9 @@ func (g *Gateway) Handler() http.Handler {
 	return g.handler
 }
 
-// issuesOwnerCookie reports whether the Owner mode is "issue-cookie".
+// issuesOwnerCookie reports whether Config.Owner is OwnerIssuedCookie.
 func (g *Gateway) issuesOwnerCookie() bool {
-	return g.owner != nil && g.owner.mode.kind == "issue-cookie"
+	return g.owner != nil && g.owner.mode.kind == ownerByIssuedCookie
 }
 
 // Shutdown stops accepting new operations, lets running replays finish
@@ -498,7 +522,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if g.issuesOwnerCookie() {
 		// The gateway's own, not the upstream's. operationOwnerCookie is
 		// only ever sent to monitor URLs, which are not forwarded.
-		stripCookie(pr.Out.Header, OwnerCookie)
+		stripCookie(pr.Out.Header, OwnerCookieName)
 	}
 	if id, ok := asyncreply.OperationID(pr.In.Context()); ok {
 		pr.Out.Header.Set(OperationHeader, id)
@@ -637,11 +661,5 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if asyncreply.Fail(r.Context(), status, title, detail) {
 		return // a replay: the operation fails, as a synchronous call would have
 	}
-	body := `{"type":"about:blank","title":` + strconv.Quote(title) + `,"status":` + strconv.Itoa(status) + `,"detail":` + strconv.Quote(detail) + "}"
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write([]byte(body))
+	problem.Write(w, status, title, detail)
 }

@@ -310,11 +310,18 @@ func TestUnreachableUpstreamFailsWith502(t *testing.T) {
 		if resp.StatusCode != http.StatusBadGateway || resp.Header.Get("Content-Type") != "application/problem+json" {
 			t.Errorf("%s: got %d %s, want 502 problem+json", name, resp.StatusCode, resp.Header.Get("Content-Type"))
 		}
+		// The gateway's own problems leave as the library's do: never
+		// cached, never sniffed as something else.
+		if h := resp.Header; h.Get("Cache-Control") != "no-store" || h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: Cache-Control %q, X-Content-Type-Options %q; want no-store, nosniff", name, h.Get("Cache-Control"), h.Get("X-Content-Type-Options"))
+		}
 		var p struct {
+			Type   string `json:"type"`
 			Status int    `json:"status"`
 			Title  string `json:"title"`
+			Detail string `json:"detail"`
 		}
-		if err := json.Unmarshal([]byte(body), &p); err != nil || p.Status != http.StatusBadGateway || p.Title == "" {
+		if err := json.Unmarshal([]byte(body), &p); err != nil || p.Type != "about:blank" || p.Status != http.StatusBadGateway || p.Title != "Bad Gateway" || p.Detail == "" {
 			t.Errorf("%s: problem document %q: %v", name, body, err)
 		}
 	}
@@ -341,22 +348,47 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative concurrency", gateway.Config{Upstream: ok, Concurrency: -1}, "Concurrency", []string{"negative"}},
 		{"negative wait", gateway.Config{Upstream: ok, Wait: -time.Second}, "Wait", []string{"negative"}},
 		{"accept-only in memory", gateway.Config{Upstream: ok, AcceptOnly: true}, "AcceptOnly", []string{"in-memory"}},
-		{"inline and accept-only", gateway.Config{Upstream: ok, Inline: true, AcceptOnly: true, Backend: sharedBackend{}}, "Inline", []string{"AcceptOnly"}},
+		{"accept-only in a wrapped memory backend", gateway.Config{Upstream: ok, AcceptOnly: true, Backend: wrappedMemory{memory.New(memory.Config{})}}, "AcceptOnly", []string{"in-memory"}},
+		{"inline and accept-only", gateway.Config{Upstream: ok, Inline: true, AcceptOnly: true, Backend: sharedBackend{}}, "AcceptOnly", []string{"Inline"}},
 		{"negative route timeout", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "GET /x", Timeout: -time.Second}}}, "Async", []string{`"GET /x"`, "timeout must not be negative"}},
+		{"bad public URL", gateway.Config{Upstream: ok, PublicURL: "app.example"}, "PublicURL", []string{`"app.example"`}},
+		{"short key", gateway.Config{Upstream: ok, Key: make([]byte, 16)}, "Key", []string{"32 bytes"}},
+		{"negative max watches", gateway.Config{Upstream: ok, MaxWatches: -1}, "MaxWatches", []string{"negative"}},
+		{"negative max watches per owner", gateway.Config{Upstream: ok, MaxWatchesPerOwner: -1}, "MaxWatchesPerOwner", []string{"negative"}},
+		{"concurrency beside a backend", gateway.Config{Upstream: ok, Concurrency: 2, Backend: sharedBackend{}}, "Concurrency", []string{"memory.Config.Concurrency"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := gateway.New(tc.cfg)
-			var ce *gateway.ConfigError
-			if !errors.As(err, &ce) || ce.Field != tc.field {
-				t.Fatalf("got %v, want a ConfigError for %s", err, tc.field)
-			}
-			for _, want := range tc.want {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error %q does not contain %q", err, want)
+			_, newErr := gateway.New(tc.cfg)
+			for name, err := range map[string]error{"New": newErr, "Validate": tc.cfg.Validate()} {
+				var ce *gateway.ConfigError
+				if !errors.As(err, &ce) || ce.Field != tc.field {
+					t.Fatalf("%s: got %v, want a ConfigError for %s", name, err, tc.field)
+				}
+				for _, want := range tc.want {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("%s: error %q does not contain %q", name, err, want)
+					}
 				}
 			}
 		})
+	}
+}
+
+func TestValidateReportsEveryInvalidField(t *testing.T) {
+	t.Parallel()
+	err := gateway.Config{Upstream: "localhost:3000", Prefix: "ops", Owner: gateway.OwnerCookie(""), Wait: -time.Second}.Validate()
+	var fields []string
+	for _, err := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var ce *gateway.ConfigError
+		if !errors.As(err, &ce) {
+			t.Fatalf("%v is not a ConfigError", err)
+		}
+		fields = append(fields, ce.Field)
+	}
+	slices.Sort(fields)
+	if want := []string{"Owner", "Prefix", "Upstream", "Wait"}; !slices.Equal(fields, want) {
+		t.Errorf("invalid fields %q, want %q: %v", fields, want, err)
 	}
 }
 
@@ -742,6 +774,10 @@ func TestTrustedProxyKeepsItsForwardingHeaders(t *testing.T) {
 // needs; New rejects the Config before using it.
 type sharedBackend struct{ backend.Backend }
 
+// wrappedMemory is an in-memory backend in a wrapper, as instrumentation
+// would wrap it; it keeps its operations in this process all the same.
+type wrappedMemory struct{ *memory.Backend }
+
 func TestInlineOperationIsFinishedWhenTheSubmitReturns(t *testing.T) {
 	t.Parallel()
 	seenC, release := make(chan seen, 1), make(chan struct{})
@@ -784,10 +820,14 @@ func (cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // BenchmarkPassThrough is the gateway's own cost of proxying a request
 // unchanged, with and without the owner cookie of the "issue-cookie" mode.
 func BenchmarkPassThrough(b *testing.B) {
-	for _, bc := range []struct{ name, owner, cookie string }{
-		{"no owner", "", "session=abc"},
-		{"issue-cookie, has one", "issue-cookie", "session=abc; " + gateway.OwnerCookie + "=" + unknownID},
-		{"issue-cookie, issued one", "issue-cookie", "session=abc"},
+	for _, bc := range []struct {
+		name   string
+		owner  gateway.Owner
+		cookie string
+	}{
+		{"no owner", gateway.Owner{}, "session=abc"},
+		{"issue-cookie, has one", gateway.OwnerIssuedCookie(), "session=abc; " + gateway.OwnerCookieName + "=" + unknownID},
+		{"issue-cookie, issued one", gateway.OwnerIssuedCookie(), "session=abc"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			gw, err := gateway.New(gateway.Config{Upstream: "http://127.0.0.1:3000", Transport: cannedTransport{}, Owner: bc.owner, Async: []gateway.Route{{Pattern: "GET /reports/{id}"}}})

@@ -22,10 +22,10 @@ import (
 	"github.com/asyncreply/asyncreply/internal/netaddr"
 )
 
-// OwnerCookie is the name of the cookie the gateway issues in the
-// "issue-cookie" Owner mode. The gateway removes it from every request it
+// OwnerCookieName is the name of the cookie the gateway issues for
+// OwnerIssuedCookie. The gateway removes it from every request it
 // forwards, so the upstream never sees it.
-const OwnerCookie = "asyncreply_owner"
+const OwnerCookieName = "asyncreply_owner"
 
 const (
 	// whoamiTimeout bounds one question to the upstream in the
@@ -43,44 +43,120 @@ const (
 
 var errAnonymous = errors.New("gateway: the request carries no credential identifying its owner")
 
-// ownerMode is a parsed Config.Owner.
-type ownerMode struct {
-	kind string // "header", "cookie", "issue-cookie" or "upstream"; "" for none
-	name string // the header or cookie name, or the upstream PATH
+// Owner says how the gateway knows the caller an operation is bound to
+// (Config.Owner). Build it with OwnerHeader, OwnerCookie,
+// OwnerIssuedCookie or OwnerUpstream, or read it from its string form
+// with ParseOwner. The zero Owner binds nothing: the unguessable monitor
+// URL is the only key to an operation. New and Config.Validate report an
+// invalid name or path as a *ConfigError on "Owner".
+type Owner struct {
+	kind ownerKind
+	name string // the header or cookie name, or the upstream path
 }
 
-// parseOwner parses Config.Owner: "", "header:NAME", "cookie:NAME",
-// "issue-cookie" or "upstream:PATH".
-func parseOwner(mode string) (ownerMode, error) {
-	const want = `want "header:NAME", "cookie:NAME", "issue-cookie", "upstream:PATH" or "" (none)`
-	if mode == "" {
-		return ownerMode{}, nil
+// ownerKind is how an Owner knows the caller. Its value is the mode's name
+// in Owner's string form, and is digested into every principal
+// (owner.principal): changing one would hide the operations stored before
+// from their owners.
+type ownerKind string
+
+const (
+	ownerNone           ownerKind = ""
+	ownerByHeader       ownerKind = "header"
+	ownerByCookie       ownerKind = "cookie"
+	ownerByIssuedCookie ownerKind = "issue-cookie"
+	ownerByUpstream     ownerKind = "upstream"
+)
+
+// OwnerHeader binds each operation to the value of the request header
+// name ("header:NAME"), for a credential that does not change between
+// requests: an API token in Authorization.
+func OwnerHeader(name string) Owner {
+	return Owner{ownerByHeader, http.CanonicalHeaderKey(name)}
+}
+
+// OwnerCookie binds each operation to the value of the cookie name
+// ("cookie:NAME"), for a cookie whose value does not change between
+// requests. Not a session cookie the application re-issues on every
+// response, as Rails' cookie store does.
+func OwnerCookie(name string) Owner { return Owner{ownerByCookie, name} }
+
+// OwnerIssuedCookie binds each operation to a cookie the gateway issues
+// itself ("issue-cookie"): random, HttpOnly, SameSite=Lax and called
+// OwnerCookieName, given on any response to a client without one. Each
+// submit's answer also sets a copy scoped to the operation's monitor URL,
+// so that the concurrent first requests of a browser, each given a
+// different cookie, keep their operations. The upstream never sees them.
+func OwnerIssuedCookie() Owner { return Owner{kind: ownerByIssuedCookie} }
+
+// OwnerUpstream binds each operation to the user the upstream says the
+// caller is ("upstream:PATH"): the gateway asks it with a GET of path, a
+// path on the upstream with an optional query such as "/whoami",
+// carrying only the caller's cookies and Authorization; a 2xx answer's
+// body is the principal, anything else means anonymous. Answers are
+// remembered for a few seconds per credential. It binds to the user,
+// across cookie rotations and devices.
+func OwnerUpstream(path string) Owner { return Owner{ownerByUpstream, path} }
+
+// ownerSyntax is what ParseOwner reads.
+const ownerSyntax = `want "header:NAME", "cookie:NAME", "issue-cookie", "upstream:PATH" or "" (none)`
+
+// ParseOwner reads an Owner from its string form, as the command line and
+// the config file give it: "header:NAME", "cookie:NAME", "issue-cookie",
+// "upstream:PATH", or "" for none. The error says what is wrong with s.
+func ParseOwner(s string) (Owner, error) {
+	if s == "" {
+		return Owner{}, nil
 	}
-	kind, arg, hasArg := strings.Cut(mode, ":")
-	switch kind {
-	case "header", "cookie":
-		if arg == "" {
-			return ownerMode{}, fmt.Errorf("%q: empty NAME (%s)", mode, want)
-		}
-		if !validToken(arg) { // header and cookie names are both RFC 9110 tokens
-			return ownerMode{}, fmt.Errorf("%q: %q is not a valid %s name", mode, arg, kind)
-		}
-		if kind == "header" {
-			arg = http.CanonicalHeaderKey(arg)
-		}
-	case "issue-cookie":
+	kind, arg, hasArg := strings.Cut(s, ":")
+	var o Owner
+	switch ownerKind(kind) {
+	case ownerByHeader:
+		o = OwnerHeader(arg)
+	case ownerByCookie:
+		o = OwnerCookie(arg)
+	case ownerByUpstream:
+		o = OwnerUpstream(arg)
+	case ownerByIssuedCookie:
 		if hasArg {
-			return ownerMode{}, fmt.Errorf("%q: issue-cookie takes no argument (%s)", mode, want)
+			return Owner{}, fmt.Errorf("%q: issue-cookie takes no argument (%s)", s, ownerSyntax)
 		}
-	case "upstream":
-		u, err := url.Parse(arg)
-		if !strings.HasPrefix(arg, "/") || strings.HasPrefix(arg, "//") || err != nil || u.Fragment != "" {
-			return ownerMode{}, fmt.Errorf("%q: PATH must be a path on the upstream starting with \"/\", e.g. upstream:/whoami", mode)
-		}
+		o = OwnerIssuedCookie()
 	default:
-		return ownerMode{}, fmt.Errorf("%q: unknown mode (%s)", mode, want)
+		return Owner{}, fmt.Errorf("%q: unknown mode (%s)", s, ownerSyntax)
 	}
-	return ownerMode{kind: kind, name: arg}, nil
+	if err := o.check(); err != nil {
+		return Owner{}, err
+	}
+	return o, nil
+}
+
+// String returns o's string form, which ParseOwner reads back.
+func (o Owner) String() string {
+	switch o.kind {
+	case ownerNone, ownerByIssuedCookie:
+		return string(o.kind)
+	}
+	return string(o.kind) + ":" + o.name
+}
+
+// check reports what is wrong with o's name or path.
+func (o Owner) check() error {
+	switch o.kind {
+	case ownerByHeader, ownerByCookie:
+		if o.name == "" {
+			return fmt.Errorf("%q: empty NAME (%s)", o, ownerSyntax)
+		}
+		if !validToken(o.name) { // header and cookie names are both RFC 9110 tokens
+			return fmt.Errorf("%q: %q is not a valid %s name", o, o.name, o.kind)
+		}
+	case ownerByUpstream:
+		u, err := url.Parse(o.name)
+		if !strings.HasPrefix(o.name, "/") || strings.HasPrefix(o.name, "//") || err != nil || u.Fragment != "" {
+			return fmt.Errorf("%q: PATH must be a path on the upstream starting with \"/\", e.g. upstream:/whoami", o)
+		}
+	}
+	return nil
 }
 
 func validToken(s string) bool {
@@ -95,16 +171,19 @@ func validToken(s string) bool {
 
 // owner derives the principal of a request for asyncreply.Config.Owner.
 type owner struct {
-	mode   ownerMode
+	mode   Owner
 	secret []byte
 	whoami *url.URL     // upstream mode: where to ask
 	client *http.Client // upstream mode
 	cache  *principalCache
 	asking singleflight.Group // upstream mode: questions in flight, by credential digest
+	// waiting, in tests, is called by each request once it waits for the
+	// answer to a question in flight (Config.whoamiWaiting).
+	waiting func()
 }
 
-func newOwner(mode ownerMode, cfg *Config, upstream *url.URL) *owner {
-	o := &owner{mode: mode}
+func newOwner(mode Owner, cfg *Config, upstream *url.URL) *owner {
+	o := &owner{mode: mode, waiting: cfg.whoamiWaiting}
 	// The principal leaves the gateway as an HMAC, not as the raw token or
 	// cookie, so that no credential is handed to the library (which digests
 	// it again before storing it). The key derives from Config.Key: with a
@@ -116,8 +195,8 @@ func newOwner(mode ownerMode, cfg *Config, upstream *url.URL) *owner {
 	mac := hmac.New(sha256.New, cfg.Key)
 	mac.Write([]byte("asyncreply gateway owner v1"))
 	o.secret = mac.Sum(nil)
-	if mode.kind == "upstream" {
-		ref, _ := url.Parse(mode.name) // validated by parseOwner
+	if mode.kind == ownerByUpstream {
+		ref, _ := url.Parse(mode.name) // checked by Owner.check
 		o.whoami = upstream.JoinPath(ref.Path)
 		o.whoami.RawQuery = ref.RawQuery
 		o.client = &http.Client{
@@ -136,15 +215,15 @@ func newOwner(mode ownerMode, cfg *Config, upstream *url.URL) *owner {
 func (o *owner) principal(r *http.Request) (string, error) {
 	var value string
 	switch o.mode.kind {
-	case "header":
+	case ownerByHeader:
 		value = r.Header.Get(o.mode.name)
-	case "cookie":
+	case ownerByCookie:
 		if c, err := r.Cookie(o.mode.name); err == nil {
 			value = c.Value
 		}
-	case "issue-cookie":
+	case ownerByIssuedCookie:
 		value, _ = r.Context().Value(ownerCookieKey{}).(string)
-	case "upstream":
+	case ownerByUpstream:
 		var err error
 		if value, err = o.askUpstream(r); err != nil {
 			return "", err
@@ -154,7 +233,7 @@ func (o *owner) principal(r *http.Request) (string, error) {
 		return "", errAnonymous
 	}
 	mac := hmac.New(sha256.New, o.secret)
-	mac.Write([]byte(o.mode.kind + "\x00" + value))
+	mac.Write([]byte(string(o.mode.kind) + "\x00" + value))
 	return hex.EncodeToString(mac.Sum(nil)), nil
 }
 
@@ -181,16 +260,20 @@ func (o *owner) askUpstream(r *http.Request) (string, error) {
 	// Concurrent requests with the same credentials — a page's burst of
 	// submits, many pollers — share one question, detached from whichever
 	// caller asked first so that its going away does not fail the others.
-	v, err, _ := o.asking.Do(string(key[:]), func() (any, error) {
+	answer := o.asking.DoChan(string(key[:]), func() (any, error) {
 		return o.ask(context.WithoutCancel(r.Context()), key, cookies, authorization, now)
 	})
-	if err != nil {
-		return "", err
+	if o.waiting != nil {
+		o.waiting()
 	}
-	if v.(string) == "" {
+	res := <-answer
+	if res.Err != nil {
+		return "", res.Err
+	}
+	if res.Val.(string) == "" {
 		return "", errAnonymous
 	}
-	return v.(string), nil
+	return res.Val.(string), nil
 }
 
 // ask puts the question of askUpstream to the upstream and remembers the
@@ -278,7 +361,7 @@ func (c *principalCache) put(key [32]byte, principal string, expires time.Time) 
 	c.entries[key] = cachedPrincipal{principal, expires}
 }
 
-// ownerCookieKey is the context key of the OwnerCookie value in the
+// ownerCookieKey is the context key of the OwnerCookieName value in the
 // "issue-cookie" mode.
 type ownerCookieKey struct{}
 
@@ -292,32 +375,33 @@ const ownerCookieLength = 22
 // operation bound to any other would be lost to the very client that
 // submitted it. Two things make a client's operations converge on it:
 //
-//   - The gateway issues OwnerCookie on every response to a client without
-//     one, pass-through included (issueOwnerCookie), so that the page a
-//     browser loads first gives it the cookie before its first asynchronous
-//     request, and every operation after is bound to that one value.
+//   - The gateway issues OwnerCookieName on every response to a client
+//     without one, pass-through included (issueOwnerCookie), so that the
+//     page a browser loads first gives it the cookie before its first
+//     asynchronous request, and every operation after is bound to that one
+//     value.
 //   - A submit's answer also carries operationOwnerCookie, with the value
 //     the operation is bound to and the operation's monitor URL as its Path,
-//     and a monitor request believes it before OwnerCookie. The browser
+//     and a monitor request believes it before OwnerCookieName. The browser
 //     keeps one such cookie per operation (a cookie is known by its name
 //     and path), and sends each only to its own operation's URLs, so an
 //     operation stays readable by its submitter even when a concurrent
-//     answer to a request sent without a cookie replaced OwnerCookie. Each
-//     lives as long as its operation; a browser over its cookie limit for
-//     the site drops the least recently used first, which are those of
+//     answer to a request sent without a cookie replaced OwnerCookieName.
+//     Each lives as long as its operation; a browser over its cookie limit
+//     for the site drops the least recently used first, which are those of
 //     operations long finished and unread.
 
 // operationOwnerCookie is the cookie that holds, scoped by its Path to one
 // operation's monitor URL, the owner value that operation is bound to: the
 // second point above.
-const operationOwnerCookie = OwnerCookie + "_op"
+const operationOwnerCookie = OwnerCookieName + "_op"
 
-// issueOwnerCookie gives OwnerCookie to a client of a pass-through request
-// that has none; the upstream's own Set-Cookie headers are added after it.
-// A client that has the cookie costs nothing here.
+// issueOwnerCookie gives OwnerCookieName to a client of a pass-through
+// request that has none; the upstream's own Set-Cookie headers are added
+// after it. A client that has the cookie costs nothing here.
 func (g *Gateway) issueOwnerCookie(w http.ResponseWriter, r *http.Request) {
-	if value, _ := cookieValue(r.Header, OwnerCookie); !validOwnerValue(value) {
-		http.SetCookie(w, g.ownerCookie(r, OwnerCookie, newOwnerValue(), "/"))
+	if value, _ := cookieValue(r.Header, OwnerCookieName); !validOwnerValue(value) {
+		http.SetCookie(w, g.ownerCookie(r, OwnerCookieName, newOwnerValue(), "/"))
 	}
 }
 
@@ -325,12 +409,12 @@ func (g *Gateway) issueOwnerCookie(w http.ResponseWriter, r *http.Request) {
 // route or a monitor URL. It takes the gateway's cookies out of the request,
 // so that they are neither recorded nor replayed to the upstream, and puts
 // the owner value in the context for owner.principal: on a monitor request,
-// operationOwnerCookie's when the client has it, else OwnerCookie's. A
-// client without OwnerCookie gets a new one, and every submit gets it again,
-// so that it lives as long as the operations it binds; the returned writer
-// adds the operation's own cookie to a submit's answer.
+// operationOwnerCookie's when the client has it, else OwnerCookieName's. A
+// client without OwnerCookieName gets a new one, and every submit gets it
+// again, so that it lives as long as the operations it binds; the returned
+// writer adds the operation's own cookie to a submit's answer.
 func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monitor bool) (http.ResponseWriter, *http.Request) {
-	value, found := cookieValue(r.Header, OwnerCookie)
+	value, found := cookieValue(r.Header, OwnerCookieName)
 	if !validOwnerValue(value) {
 		value = ""
 	}
@@ -340,7 +424,7 @@ func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monito
 	}
 	if found || operationFound {
 		r = r.Clone(r.Context()) // the header is changed below, not the caller's
-		stripCookie(r.Header, OwnerCookie)
+		stripCookie(r.Header, OwnerCookieName)
 		stripCookie(r.Header, operationOwnerCookie)
 	}
 	issued := value == ""
@@ -348,7 +432,7 @@ func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monito
 		value = newOwnerValue()
 	}
 	if issued || !monitor {
-		http.SetCookie(w, g.ownerCookie(r, OwnerCookie, value, "/"))
+		http.SetCookie(w, g.ownerCookie(r, OwnerCookieName, value, "/"))
 	}
 	if !monitor {
 		w = &operationCookieWriter{ResponseWriter: w, g: g, cookie: g.ownerCookie(r, operationOwnerCookie, value, "")}

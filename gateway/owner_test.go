@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -10,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/asyncreply/asyncreply/gateway"
 )
@@ -161,18 +161,18 @@ func newWhoUpstream() *whoUpstream {
 func TestOwnerHidesOperationsFromOtherCallers(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		mode           string
+		mode           gateway.Owner
 		alice, bob     as
 		aliceAgain     as // Alice later, e.g. with a rotated cookie
 		nobody         as // a caller the mode cannot identify
 		wantAliceReply string
 	}{
-		{"header:X-Token", withHeader("X-Token", "tok-a"), withHeader("X-Token", "tok-b"), withHeader("X-Token", "tok-a"), nil, "report for alice"},
-		{"header:authorization", withHeader("Authorization", "Bearer tok-a"), withHeader("Authorization", "Bearer tok-b"), withHeader("Authorization", "Bearer tok-a"), withHeader("X-Token", "tok-a"), "report for alice"},
-		{"cookie:session", withCookie("session", "a1"), withCookie("session", "b1"), withCookie("session", "a1"), withCookie("other", "a1"), "report for alice"},
-		{"upstream:/whoami", withCookie("session", "a1"), withCookie("session", "b1"), withCookie("session", "a3"), withCookie("session", "stranger"), "report for alice"},
+		{gateway.OwnerHeader("X-Token"), withHeader("X-Token", "tok-a"), withHeader("X-Token", "tok-b"), withHeader("X-Token", "tok-a"), nil, "report for alice"},
+		{gateway.OwnerHeader("authorization"), withHeader("Authorization", "Bearer tok-a"), withHeader("Authorization", "Bearer tok-b"), withHeader("Authorization", "Bearer tok-a"), withHeader("X-Token", "tok-a"), "report for alice"},
+		{gateway.OwnerCookie("session"), withCookie("session", "a1"), withCookie("session", "b1"), withCookie("session", "a1"), withCookie("other", "a1"), "report for alice"},
+		{gateway.OwnerUpstream("/whoami"), withCookie("session", "a1"), withCookie("session", "b1"), withCookie("session", "a3"), withCookie("session", "stranger"), "report for alice"},
 	} {
-		t.Run(tc.mode, func(t *testing.T) {
+		t.Run(tc.mode.String(), func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: tc.mode})
 			monitor, _ := b.submit(t, tc.alice)
@@ -200,18 +200,18 @@ func TestWithoutOwnerTheURLIsTheKey(t *testing.T) {
 func ownerCookieOf(t *testing.T, resp *http.Response) *http.Cookie {
 	t.Helper()
 	for _, c := range resp.Cookies() {
-		if c.Name == gateway.OwnerCookie {
+		if c.Name == gateway.OwnerCookieName {
 			return c
 		}
 	}
-	t.Fatalf("no %s cookie in %q", gateway.OwnerCookie, resp.Header.Values("Set-Cookie"))
+	t.Fatalf("no %s cookie in %q", gateway.OwnerCookieName, resp.Header.Values("Set-Cookie"))
 	return nil
 }
 
 func TestIssueCookie(t *testing.T) {
 	t.Parallel()
 	up := newWhoUpstream()
-	b := setup(t, up, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "issue-cookie"})
+	b := setup(t, up, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: gateway.OwnerIssuedCookie()})
 
 	// Alice submits with her session but no owner cookie: the 202 issues one.
 	monitor, resp := b.submit(t, withCookie("session", "a1"))
@@ -221,11 +221,11 @@ func TestIssueCookie(t *testing.T) {
 	}
 	alice := func(r *http.Request) {
 		r.AddCookie(&http.Cookie{Name: "session", Value: "a2"})
-		r.AddCookie(&http.Cookie{Name: gateway.OwnerCookie, Value: issued.Value})
+		r.AddCookie(&http.Cookie{Name: gateway.OwnerCookieName, Value: issued.Value})
 	}
-	b.assertHidden(t, monitor, nil)                                                       // no cookie at all
-	b.assertHidden(t, monitor, withCookie("session", "a1"))                               // Alice's session alone is not the key
-	b.assertHidden(t, monitor, withCookie(gateway.OwnerCookie, "BBBBBBBBBBBBBBBBBBBBBB")) // someone else's owner cookie
+	b.assertHidden(t, monitor, nil)                                                           // no cookie at all
+	b.assertHidden(t, monitor, withCookie("session", "a1"))                                   // Alice's session alone is not the key
+	b.assertHidden(t, monitor, withCookie(gateway.OwnerCookieName, "BBBBBBBBBBBBBBBBBBBBBB")) // someone else's owner cookie
 	if got := b.resultAs(t, monitor, alice); got != "report for alice" {
 		t.Errorf("Alice's result: %q", got)
 	}
@@ -236,7 +236,7 @@ func TestIssueCookie(t *testing.T) {
 	if bobs.Value == issued.Value {
 		t.Fatal("Bob was issued Alice's cookie")
 	}
-	b.assertHidden(t, monitor, withCookie(gateway.OwnerCookie, bobs.Value))
+	b.assertHidden(t, monitor, withCookie(gateway.OwnerCookieName, bobs.Value))
 
 	// A client with the cookie keeps it: the same value again.
 	second, resp := b.submit(t, alice)
@@ -252,7 +252,7 @@ func TestIssueCookie(t *testing.T) {
 		t.Errorf("pass-through: %d %q", resp.StatusCode, body)
 	}
 	for _, c := range up.seenCookies() {
-		if strings.Contains(c, gateway.OwnerCookie) {
+		if strings.Contains(c, gateway.OwnerCookieName) {
 			t.Errorf("the upstream saw the gateway's cookie: %q", c)
 		}
 		if !strings.Contains(c, "session=") {
@@ -263,7 +263,7 @@ func TestIssueCookie(t *testing.T) {
 
 func TestIssueCookieIsSecureBehindHTTPS(t *testing.T) {
 	t.Parallel()
-	b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "issue-cookie", PublicURL: "https://app.example"})
+	b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: gateway.OwnerIssuedCookie(), PublicURL: "https://app.example"})
 	_, resp := b.submit(t, nil)
 	if c := ownerCookieOf(t, resp); !c.Secure {
 		t.Errorf("cookie issued for an https public URL is not Secure: %q", resp.Header.Values("Set-Cookie"))
@@ -272,7 +272,7 @@ func TestIssueCookieIsSecureBehindHTTPS(t *testing.T) {
 
 func TestIssueCookieIsSecureBehindTrustedHTTPSProxy(t *testing.T) {
 	t.Parallel()
-	b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "issue-cookie", TrustedProxies: mustPrefixes(t, "127.0.0.1/32")})
+	b := setup(t, newWhoUpstream(), gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: gateway.OwnerIssuedCookie(), TrustedProxies: mustPrefixes(t, "127.0.0.1/32")})
 	resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", nil, "X-Forwarded-Proto", "https")
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("submit: %d %s", resp.StatusCode, body)
@@ -285,7 +285,7 @@ func TestIssueCookieIsSecureBehindTrustedHTTPSProxy(t *testing.T) {
 func TestUpstreamOwnerSurvivesCookieRotationAndIsCached(t *testing.T) {
 	t.Parallel()
 	up := newWhoUpstream()
-	b := setup(t, up, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "upstream:/whoami"})
+	b := setup(t, up, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: gateway.OwnerUpstream("/whoami")})
 	monitor, _ := b.submit(t, func(r *http.Request) {
 		r.AddCookie(&http.Cookie{Name: "session", Value: "a1"})
 		r.Header.Set("X-Private", "not for whoami")
@@ -320,12 +320,12 @@ func TestUpstreamOwnerSurvivesCookieRotationAndIsCached(t *testing.T) {
 func TestUpstreamOwnerAnonymousIsForbidden(t *testing.T) {
 	t.Parallel()
 	for name, tc := range map[string]struct {
-		mode string
+		mode gateway.Owner
 		who  as
 	}{
-		"401 from whoami": {"upstream:/whoami", withCookie("session", "stranger")},
-		"no credentials":  {"upstream:/whoami", nil},
-		"redirect":        {"upstream:/login", withCookie("session", "stranger")},
+		"401 from whoami": {gateway.OwnerUpstream("/whoami"), withCookie("session", "stranger")},
+		"no credentials":  {gateway.OwnerUpstream("/whoami"), nil},
+		"redirect":        {gateway.OwnerUpstream("/login"), withCookie("session", "stranger")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -339,35 +339,69 @@ func TestUpstreamOwnerAnonymousIsForbidden(t *testing.T) {
 
 func TestUpstreamOwnerUnreachableIsForbidden(t *testing.T) {
 	t.Parallel()
-	b := setup(t, newWhoUpstream(), gateway.Config{Upstream: deadUpstream(t), Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "upstream:/whoami"})
+	b := setup(t, newWhoUpstream(), gateway.Config{Upstream: deadUpstream(t), Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: gateway.OwnerUpstream("/whoami")})
 	if resp, body := b.send(t, http.MethodGet, b.gateway.URL+"/report", withCookie("session", "a1")); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("submit with the upstream down: %d %s, want 403", resp.StatusCode, body)
 	}
 }
 
-func TestOwnerConfigValidation(t *testing.T) {
+func TestParseOwner(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		mode string
-		want string // "" for valid
+		want gateway.Owner
 	}{
-		{"", ""}, {"header:X-Api-Token", ""}, {"cookie:remember_token", ""}, {"issue-cookie", ""},
-		{"upstream:/whoami", ""}, {"upstream:/api/me?format=text", ""},
+		{"", gateway.Owner{}},
+		{"header:X-Api-Token", gateway.OwnerHeader("X-Api-Token")},
+		{"cookie:remember_token", gateway.OwnerCookie("remember_token")},
+		{"issue-cookie", gateway.OwnerIssuedCookie()},
+		{"upstream:/whoami", gateway.OwnerUpstream("/whoami")},
+		{"upstream:/api/me?format=text", gateway.OwnerUpstream("/api/me?format=text")},
+	} {
+		got, err := gateway.ParseOwner(tc.mode)
+		if err != nil || got != tc.want {
+			t.Errorf("ParseOwner(%q) = %v, %v; want %v", tc.mode, got, err, tc.want)
+		}
+		if got.String() != tc.mode {
+			t.Errorf("ParseOwner(%q).String() = %q, want it back", tc.mode, got.String())
+		}
+	}
+	if got := gateway.OwnerHeader("x-api-token").String(); got != "header:X-Api-Token" {
+		t.Errorf("OwnerHeader(\"x-api-token\").String() = %q, want the canonical name", got)
+	}
+}
+
+func TestInvalidOwnerIsAConfigError(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mode string
+		want string
+	}{
 		{"bogus", "unknown mode"}, {"header", "empty NAME"}, {"Header:X", "unknown mode"},
 		{"header:", "empty NAME"}, {"cookie:", "empty NAME"}, {"header:X Token", "not a valid header name"},
 		{"cookie:a;b", "not a valid cookie name"}, {"issue-cookie:x", "no argument"},
 		{"upstream:whoami", `starting with "/"`}, {"upstream:", `starting with "/"`}, {"upstream://evil.example/x", `starting with "/"`},
 	} {
-		err := gateway.Config{Upstream: "http://127.0.0.1:3000", Owner: tc.mode}.Validate()
-		if tc.want == "" {
-			if err != nil {
-				t.Errorf("Owner %q: %v", tc.mode, err)
-			}
-			continue
+		if _, err := gateway.ParseOwner(tc.mode); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.mode) {
+			t.Errorf("ParseOwner(%q): got %v, want an error saying %q", tc.mode, err, tc.want)
 		}
-		ce, ok := err.(*gateway.ConfigError)
-		if !ok || ce.Field != "Owner" || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.mode) {
-			t.Errorf("Owner %q: got %v, want a ConfigError for Owner saying %q", tc.mode, err, tc.want)
+	}
+	// The same names, built in Go rather than parsed, are New's to refuse.
+	for _, tc := range []struct {
+		owner gateway.Owner
+		want  string
+	}{
+		{gateway.OwnerHeader(""), "empty NAME"}, {gateway.OwnerCookie(""), "empty NAME"},
+		{gateway.OwnerHeader("X Token"), "not a valid header name"}, {gateway.OwnerCookie("a;b"), "not a valid cookie name"},
+		{gateway.OwnerUpstream("whoami"), `starting with "/"`}, {gateway.OwnerUpstream("//evil.example/x"), `starting with "/"`},
+	} {
+		err := gateway.Config{Upstream: "http://127.0.0.1:3000", Owner: tc.owner}.Validate()
+		var ce *gateway.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "Owner" || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.owner.String()) {
+			t.Errorf("Owner %v: got %v, want a ConfigError for Owner saying %q", tc.owner, err, tc.want)
+		}
+		if _, err := gateway.New(gateway.Config{Upstream: "http://127.0.0.1:3000", Owner: tc.owner}); !errors.As(err, &ce) || ce.Field != "Owner" {
+			t.Errorf("New with Owner %v: got %v, want a ConfigError for Owner", tc.owner, err)
 		}
 	}
 }
@@ -387,9 +421,13 @@ func TestUpstreamOwnerAsksOnceForConcurrentCallers(t *testing.T) {
 		<-release
 		io.WriteString(w, "alice")
 	})
-	b := setup(t, up, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "upstream:/whoami"})
-
 	const callers = 10
+	waiting := make(chan struct{}, callers)
+	b := setup(t, up, gateway.WithWhoamiWaiter(
+		gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: gateway.OwnerUpstream("/whoami")},
+		func() { waiting <- struct{}{} },
+	))
+
 	codes := make(chan int, callers)
 	for range callers {
 		go func() {
@@ -404,12 +442,12 @@ func TestUpstreamOwnerAsksOnceForConcurrentCallers(t *testing.T) {
 			codes <- resp.StatusCode
 		}()
 	}
-	// Hold the first question while the others arrive; those that arrive
-	// after it is answered find the answer remembered.
-	for asked.Load() == 0 {
-		time.Sleep(time.Millisecond)
+	// The answer is held until every caller waits for it: none finds it
+	// remembered, so each would ask the upstream if questions were not
+	// shared.
+	for range callers {
+		<-waiting
 	}
-	time.Sleep(50 * time.Millisecond)
 	close(release)
 	for range callers {
 		if code := <-codes; code != http.StatusAccepted {
@@ -470,7 +508,7 @@ func TestIssueCookieConcurrentFirstSubmitsStayWithTheirClient(t *testing.T) {
 	for name, firstPageView := range map[string]bool{"after a first page view": true, "as the very first requests": false} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, upstream, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: "issue-cookie"})
+			b := setup(t, upstream, gateway.Config{Async: []gateway.Route{{Pattern: "GET /report"}}, Owner: gateway.OwnerIssuedCookie()})
 			alice, bob := b.browser(t), b.browser(t)
 			if firstPageView {
 				resp, _ := getAs(t, alice, b.gateway.URL+"/")

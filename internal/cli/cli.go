@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/backendurl"
 	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/gateway"
@@ -129,8 +130,10 @@ type gatewayOptions struct {
 	inline         bool
 	timeouts       serverTimeouts
 
-	maxQueued         int
-	maxQueuedPerOwner int
+	maxQueued          int
+	maxQueuedPerOwner  int
+	maxWatches         int
+	maxWatchesPerOwner int
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -194,6 +197,8 @@ response.
 	fs.IntVar(&o.maxQueued, "max-queued", 0, fmt.Sprintf("most operations waiting to run, beyond which new ones get 503 and Retry-After; 0: the backend's default (memory: %d, and %d MiB of request bodies; sqlite, postgres: none); negative: none",
 		memory.DefaultMaxQueued, memory.DefaultMaxQueuedBytes>>20))
 	fs.IntVar(&o.maxQueuedPerOwner, "max-queued-per-owner", 0, "most operations of one --owner waiting to run, beyond which its new ones get 429 and Retry-After while others are still accepted; 0: none")
+	fs.IntVar(&o.maxWatches, "max-watches", gateway.DefaultMaxWatches, "most long-polls and event streams open at once, beyond which new ones get 503 and Retry-After")
+	fs.IntVar(&o.maxWatchesPerOwner, "max-watches-per-owner", gateway.DefaultMaxWatchesPerOwner, "most long-polls and event streams of one --owner open at once, beyond which its new ones get 429 and Retry-After")
 	fs.BoolVar(&o.inline, "inline", false, "development: execute each operation inside the request that submits it, with the same monitor URLs")
 	o.timeouts.addFlags(fs)
 	fs.acceptConfigFile()
@@ -202,35 +207,48 @@ response.
 
 // flagOf names the flag that sets a gateway.Config field.
 var flagOf = map[string]string{
-	"Upstream": "--upstream", "Async": "--async", "Concurrency": "--concurrency", "Wait": "--wait",
-	"Timeout": "--timeout", "Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url",
-	"Owner": "--owner", "AcceptOnly": "--accept-only", "Inline": "--inline",
+	"Upstream": "--upstream", "Async": "--async", "Wait": "--wait", "Timeout": "--timeout",
+	"Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url", "Owner": "--owner",
+	"Key": "--key", "AcceptOnly": "--accept-only", "Inline": "--inline",
+	"MaxWatches": "--max-watches", "MaxWatchesPerOwner": "--max-watches-per-owner",
 }
 
-// gatewayConfig turns the flags into a validated gateway.Config, without
-// a Backend. Errors name the flag at fault.
+// gatewayConfig turns the flags into a gateway.Config without a Backend,
+// and checks it as far as the flags alone decide: whether --accept-only
+// fits --backend is the opened backend's to say (backend.IsLocal), which
+// gateway.New asks. Errors name the flag at fault.
 func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, error) {
+	owner, ownerErr := gateway.ParseOwner(o.owner)
+	if ownerErr != nil {
+		ownerErr = fmt.Errorf("--owner: %w", ownerErr)
+	}
 	cfg := gateway.Config{
-		Upstream:       o.upstream,
-		Async:          o.async.values,
-		Concurrency:    cmp.Or(o.concurrency, gateway.DefaultConcurrency),
-		Wait:           o.wait,
-		Timeout:        o.timeout,
-		Retention:      o.retention,
-		Prefix:         o.prefix,
-		PublicURL:      o.publicURL,
-		TrustedProxies: o.trustedProxies.values,
-		Owner:          o.owner,
-		Logger:         logger,
-		Key:            o.key.value,
-		AcceptOnly:     o.acceptOnly,
-		Inline:         o.inline,
+		Upstream:           o.upstream,
+		Async:              o.async.values,
+		Wait:               o.wait,
+		Timeout:            o.timeout,
+		Retention:          o.retention,
+		Prefix:             o.prefix,
+		PublicURL:          o.publicURL,
+		TrustedProxies:     o.trustedProxies.values,
+		Owner:              owner,
+		MaxWatches:         o.maxWatches,
+		MaxWatchesPerOwner: o.maxWatchesPerOwner,
+		Logger:             logger,
+		Key:                o.key.value,
+		AcceptOnly:         o.acceptOnly,
+		Inline:             o.inline,
 	}
-	if o.acceptOnly && strings.HasPrefix(strings.ToLower(o.backend), "memory:") {
-		return cfg, errors.New("--accept-only needs a --backend that workers share, sqlite://PATH or postgres://…: no other process can replay memory:'s operations")
-	}
-	return cfg, flagError(cfg.Validate())
+	unopened := cfg
+	unopened.Backend = unopenedBackend{}
+	return cfg, errors.Join(ownerErr, flagError(unopened.Validate()))
 }
+
+// unopenedBackend stands for the backend --backend names while the flags
+// are checked, before opening it creates anything (a SQLite file, tables):
+// it says it is not local, which only the opened backend can tell, and
+// gateway.New asks that one. Validating a Config calls none of its methods.
+type unopenedBackend struct{ backend.Backend }
 
 // newGateway opens the backend and creates the gateway. Errors name the
 // flag at fault and are configuration errors.
@@ -240,8 +258,10 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 	if err != nil {
 		return nil, err
 	}
+	// The backend bounds the replays: gateway.Config.Concurrency is only
+	// for a backend the gateway creates itself.
 	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{
-		Concurrency: cfg.Concurrency, Logger: logger,
+		Concurrency: cmp.Or(o.concurrency, gateway.DefaultConcurrency), Logger: logger,
 		MaxQueued: o.maxQueued, MaxQueuedPerOwner: o.maxQueuedPerOwner,
 	})
 	if err != nil {
@@ -256,10 +276,16 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 	return gw, nil
 }
 
-// flagError restates a gateway.ConfigError in terms of the flag at fault.
+// flagError restates each gateway.ConfigError in err, several of which
+// may be joined, in terms of the flag at fault.
 func flagError(err error) error {
-	if err == nil {
-		return nil
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs := joined.Unwrap()
+		restated := make([]error, len(errs))
+		for i, err := range errs {
+			restated[i] = flagError(err)
+		}
+		return errors.Join(restated...)
 	}
 	var ce *gateway.ConfigError
 	if errors.As(err, &ce) && flagOf[ce.Field] != "" {
@@ -392,8 +418,8 @@ func runMigrate(ctx context.Context, o *migrateOptions, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "asyncreply migrate: closing the backend: %v\n", err)
 		return exitFailure
 	}
-	if strings.HasPrefix(strings.ToLower(o.backend), "memory:") {
-		fmt.Fprintln(stdout, "asyncreply migrate: memory: has no tables; nothing to do")
+	if backend.IsLocal(be) {
+		fmt.Fprintf(stdout, "asyncreply migrate: %s keeps operations in this process and has no tables; nothing to do\n", o.backend)
 	} else {
 		fmt.Fprintln(stdout, "asyncreply migrate: the backend's tables are up to date")
 	}

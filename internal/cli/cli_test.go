@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/asyncreply/asyncreply/gateway"
 )
 
 func TestMain(m *testing.M) {
@@ -37,6 +40,7 @@ func TestParseGatewayFlags(t *testing.T) {
 		"--owner", "upstream:/whoami",
 		"--key", strings.Repeat("ab", 32),
 		"--inline", "--read-timeout", "30s", "--idle-timeout", "5m",
+		"--max-watches", "100", "--max-watches-per-owner", "5",
 	}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -51,12 +55,14 @@ func TestParseGatewayFlags(t *testing.T) {
 		key:            keyFlag{bytes.Repeat([]byte{0xab}, 32)},
 		inline:         true,
 		timeouts:       serverTimeouts{read: 30 * time.Second, idle: 5 * time.Minute},
+		maxWatches:     100, maxWatchesPerOwner: 5,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got  %+v\nwant %+v", o, want)
 	}
-	if cfg, err := gatewayConfig(o, nil); err != nil || !cfg.Inline {
-		t.Errorf("gateway.Config from --inline: Inline %t, %v", cfg.Inline, err)
+	cfg, err := gatewayConfig(o, nil)
+	if err != nil || !cfg.Inline || cfg.Owner != gateway.OwnerUpstream("/whoami") || cfg.MaxWatches != 100 || cfg.MaxWatchesPerOwner != 5 {
+		t.Errorf("gateway.Config from the flags: Inline %t, Owner %v, MaxWatches %d, MaxWatchesPerOwner %d, %v", cfg.Inline, cfg.Owner, cfg.MaxWatches, cfg.MaxWatchesPerOwner, err)
 	}
 }
 
@@ -116,7 +122,7 @@ func TestGatewayHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("exit %d, stderr %s", code, stderr.String())
 	}
 	help := stdout.String()
-	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner", "inline", "read-timeout", "idle-timeout", "config"} {
+	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner", "inline", "read-timeout", "idle-timeout", "max-watches", "max-watches-per-owner", "config"} {
 		re := regexp.MustCompile(`(?m)^  --` + regexp.QuoteMeta(name) + ` .*\n.*\n\s+default: .+; env: ` + envName(name) + `$`)
 		if !re.MatchString(help) {
 			t.Errorf("--help does not list --%s with its default and environment variable", name)
@@ -160,8 +166,10 @@ func TestBadConfigurationExits2NamingTheFlag(t *testing.T) {
 		{"migrate malformed backend", []string{"migrate", "--backend", "mysql://x"}, nil, []string{"--backend", "mysql"}},
 		{"negative read timeout", append([]string{"gateway", "--read-timeout", "-1s"}, up...), nil, []string{"--read-timeout", "negative"}},
 		{"negative idle timeout in the demo", []string{"demo", "--idle-timeout", "-1s"}, nil, []string{"--idle-timeout", "negative"}},
-		{"inline and accept-only", append([]string{"gateway", "--inline", "--accept-only"}, up...), nil, []string{"--inline", "AcceptOnly"}},
-		{"accept-only in memory", append([]string{"gateway", "--accept-only", "--backend", "memory:"}, up...), nil, []string{"--accept-only", "--backend"}},
+		{"inline and accept-only", append([]string{"gateway", "--inline", "--accept-only"}, up...), nil, []string{"--accept-only", "Inline"}},
+		{"accept-only in memory", append([]string{"gateway", "--accept-only", "--backend", "memory:"}, up...), nil, []string{"--accept-only", "in-memory"}},
+		{"negative max watches", append([]string{"gateway", "--max-watches", "-1"}, up...), nil, []string{"--max-watches", "negative"}},
+		{"several at once", []string{"gateway", "--upstream", "localhost:3000", "--prefix", "ops", "--owner", "cookie:"}, nil, []string{"--upstream", "--prefix", "--owner"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -296,5 +304,18 @@ func TestDemoServesTheSlowReportAsynchronously(t *testing.T) {
 	cancel()
 	if code := <-exited; code != 0 {
 		t.Errorf("exit %d after shutdown, want 0", code)
+	}
+}
+
+func TestMigrateSaysWhetherTheBackendHasTables(t *testing.T) {
+	t.Parallel()
+	for backend, want := range map[string]string{
+		"memory:": "has no tables",
+		"sqlite://" + filepath.Join(t.TempDir(), "asyncreply.db"): "tables are up to date",
+	} {
+		var stdout, stderr strings.Builder
+		if code := Run(t.Context(), []string{"migrate", "--backend", backend}, env(nil), &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), want) {
+			t.Errorf("migrate --backend %s: exit %d, stdout %q, stderr %q; want it to say %q", backend, code, stdout.String(), stderr.String(), want)
+		}
 	}
 }

@@ -131,10 +131,12 @@ func TestSlowBodyIsCutOffAtTheReadTimeout(t *testing.T) {
 // the body is sent.
 func trickleBody(t *testing.T, base, route string) {
 	method, path, _ := strings.Cut(route, " ")
+	// Before the dial: the server's read deadline runs from when it accepts
+	// the connection, which may be before the request head is written.
+	start := time.Now()
 	conn := dial(t, base)
 	const declared = 1000
 	fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: app.example\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n", method, path, declared)
-	start := time.Now()
 
 	// A byte every 10 ms: the whole body would take 10 s.
 	sent := make(chan int, 1)
