@@ -241,8 +241,9 @@ type Backend interface {
 // encryption at rest, and cannot serve an accept-only process, whose
 // operations others must execute. A backend that does not implement Local
 // is taken to store operations outside the process, where every process
-// sharing the store finds them. A wrapper that embeds a backend inherits
-// its answer.
+// sharing the store finds them. A wrapper that embeds a concrete backend
+// type inherits its answer; one that embeds the Backend interface hides it,
+// and should forward Local (IsLocal of what it wraps).
 type Local interface {
 	// Local reports whether operations live in this process only.
 	Local() bool
