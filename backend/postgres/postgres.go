@@ -599,6 +599,17 @@ func (b *Backend) Stop(ctx context.Context) error {
 	return err
 }
 
+// Timings of the listening connection. A server that stops answering does
+// not break the connection: only a ping can tell, so one is sent whenever
+// nothing was heard for listenCheckInterval. Reconnecting retries at most
+// listenRetryDelay apart, so that watchers follow changes again within
+// seconds of the database's return, however long it was away.
+const (
+	listenCheckInterval = 2 * time.Second
+	listenCheckTimeout  = 3 * time.Second
+	listenRetryDelay    = time.Second
+)
+
 // listen holds a connection that LISTENs for changes and wakes this
 // process's watchers, reconnecting after failures until ctx ends.
 func (b *Backend) listen(ctx context.Context) {
@@ -615,7 +626,7 @@ func (b *Backend) listen(ctx context.Context) {
 			return
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 5*time.Second)
+		delay = min(delay*2, listenRetryDelay)
 	}
 }
 
@@ -626,17 +637,33 @@ func (b *Backend) listenOnce(ctx context.Context) error {
 	}
 	conn := pooled.Hijack() // held for as long as it listens: not the pool's any more
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{b.names.channel}.Sanitize()); err != nil {
+	listenCtx, cancel := context.WithTimeout(ctx, listenCheckTimeout)
+	_, err = conn.Exec(listenCtx, "LISTEN "+pgx.Identifier{b.names.channel}.Sanitize())
+	cancel()
+	if err != nil {
 		return err
 	}
 	// Changes made while not listening were missed: every watcher re-reads.
 	b.watchers.NotifyAll()
 	for {
-		notification, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		waitCtx, cancel := context.WithTimeout(ctx, listenCheckInterval)
+		notification, err := conn.WaitForNotification(waitCtx)
+		cancel()
+		switch {
+		case err == nil:
+			b.watchers.Notify(notification.Payload)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case waitCtx.Err() != nil: // quiet: is the server still there?
+			pingCtx, cancel := context.WithTimeout(ctx, listenCheckTimeout)
+			err := conn.Ping(pingCtx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("the listening connection does not answer: %w", err)
+			}
+		default:
 			return err
 		}
-		b.watchers.Notify(notification.Payload)
 	}
 }
 
