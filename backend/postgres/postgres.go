@@ -675,8 +675,9 @@ func translate(err error) error {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code[:2] {
-		case "08", "53", "57": // connection exception, insufficient resources, operator intervention
+		switch class := pgErr.Code[:2]; {
+		case class == "08", class == "53", class == "57", // connection exception, insufficient resources, operator intervention (statement_timeout among them)
+			pgErr.Code == "55P03": // lock_not_available: lock_timeout passed, the lock held by another session
 			return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
 		}
 		return err

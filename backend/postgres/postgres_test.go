@@ -2,10 +2,13 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net/url"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
 	"github.com/asyncreply/asyncreply/backend"
@@ -47,4 +50,49 @@ func newBackend(t *testing.T) *postgres.Backend {
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	backendtest.Run(t, func(t *testing.T) backend.Backend { return newBackend(t) })
+}
+
+// A Create that waits longer than lock_timeout for a lock — its
+// idempotency key's, held by a session whose client has gone quiet — is
+// unavailable (a 503 to its client), not a failure of the operation.
+func TestLockTimeoutIsUnavailable(t *testing.T) {
+	t.Parallel()
+	direct := testdb.Pool(t, 2)
+	schema := testdb.Schema(t, direct)
+	u, err := url.Parse(testdb.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("lock_timeout", "200ms")
+	u.RawQuery = q.Encode()
+	cfg, err := pgxpool.ParseConfig(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	b, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop(ctx)
+
+	holder, err := direct.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "owner\x1fkey"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = b.Create(ctx, &backend.Operation{ID: "waits", Owner: "owner", IdempotencyKey: "key", CreatedAt: time.Now(), Retention: time.Hour})
+	if !errors.Is(err, backend.ErrUnavailable) {
+		t.Errorf("Create behind a lock held past lock_timeout: %v, want ErrUnavailable", err)
+	}
 }
