@@ -484,12 +484,25 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 		riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail); err != nil {
 		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
-	tag, err := b.pool.Exec(ctx, "DELETE FROM "+b.names.operation+" WHERE expires_at <= $1", now)
-	if err != nil {
-		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
+	deleted := 0
+	for {
+		tag, err := b.pool.Exec(ctx, "DELETE FROM "+b.names.operation+` WHERE id IN (
+			SELECT id FROM `+b.names.operation+" WHERE expires_at <= $1 LIMIT $2)", now, sweepBatch)
+		if err != nil {
+			return deleted, translate(fmt.Errorf("postgres: sweep: %w", err))
+		}
+		deleted += int(tag.RowsAffected())
+		if tag.RowsAffected() < sweepBatch {
+			return deleted, nil
+		}
 	}
-	return int(tag.RowsAffected()), nil
 }
+
+// sweepBatch bounds the expired operations one statement deletes, so that
+// each ends well within the statement timeout however many expired at
+// once: a single statement over a backlog would be canceled at every sweep,
+// and the backlog never go.
+const sweepBatch = 1000
 
 // reschedule gives a new job to every unfinished operation whose job River
 // has marked running, but which no live process is executing: the process

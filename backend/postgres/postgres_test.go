@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
@@ -50,6 +51,40 @@ func newBackend(t *testing.T) *postgres.Backend {
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	backendtest.Run(t, func(t *testing.T) backend.Backend { return newBackend(t) })
+}
+
+// Sweep deletes a backlog of expired operations larger than one of its
+// statements takes, all in one call: each statement must end within the
+// statement timeout, however many operations expired at once.
+func TestSweepDeletesABacklog(t *testing.T) {
+	t.Parallel()
+	pool := testdb.Pool(t, 4)
+	schema := testdb.Schema(t, pool)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop(ctx)
+	ops := pgx.Identifier{schema, "asyncreply_operation"}.Sanitize()
+	const backlog = 2500
+	if _, err := pool.Exec(ctx, "INSERT INTO "+ops+` (id, status, timeout_us, retention_us, created_at, updated_at, expires_at, job_id)
+		SELECT 'expired-' || n, 'Succeeded', 0, 0, now() - interval '2 hours', now() - interval '2 hours', now() - interval '1 hour', 0
+		FROM generate_series(1, $1) AS n`, backlog); err != nil {
+		t.Fatal(err)
+	}
+	swept, err := b.Sweep(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+ops).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if swept != backlog || left != 0 {
+		t.Errorf("Sweep deleted %d of %d expired operations, %d left", swept, backlog, left)
+	}
 }
 
 // A Create that waits longer than lock_timeout for a lock — its
