@@ -4,6 +4,12 @@
 //	memory:                          in this process; lost on restart
 //	sqlite://PATH                    one file on this machine (sqlite:///abs/path or sqlite://rel/path)
 //	postgres://USER@HOST/DB?schema=S several machines; any libpq URL, plus an optional schema
+//
+// A postgres URL's pool is prepared by postgres.ConfigurePool, whose
+// defaults make a database that stops answering give 503s at once, and
+// service resume within seconds of its return. The URL's own
+// connect_timeout, statement_timeout, lock_timeout,
+// idle_in_transaction_session_timeout and pool_ping_timeout win.
 package backendurl
 
 import (
@@ -70,6 +76,7 @@ func openPostgres(ctx context.Context, rawURL string, opts Options) (backend.Bac
 	if err != nil {
 		return nil, fmt.Errorf("backend URL: %w", err)
 	}
+	postgres.ConfigurePool(poolConfig)
 	pool, err := pgxpool.NewWithConfig(ctx, poolConfig)
 	if err != nil {
 		return nil, fmt.Errorf("backend URL: %w", err)

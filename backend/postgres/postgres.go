@@ -46,7 +46,11 @@ const (
 // Config configures a PostgreSQL backend.
 type Config struct {
 	// Pool is the connection pool to use. Required. The backend holds one
-	// connection for LISTEN on top of River's and its own queries.
+	// connection for LISTEN on top of River's and its own queries. Prepare
+	// its configuration with ConfigurePool, as backendurl.Open does: without
+	// its timeouts, a database that accepts connections but never answers
+	// holds calls and connections for minutes, and the service stays
+	// unavailable long after the database is back.
 	Pool *pgxpool.Pool
 
 	// Schema holds the backend's table and River's. Defaults to
