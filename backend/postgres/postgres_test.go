@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/url"
 	"testing"
@@ -129,5 +131,54 @@ func TestLockTimeoutIsUnavailable(t *testing.T) {
 	_, _, err = b.Create(ctx, &backend.Operation{ID: "waits", Owner: "owner", IdempotencyKey: "key", CreatedAt: time.Now(), Retention: time.Hour})
 	if !errors.Is(err, backend.ErrUnavailable) {
 		t.Errorf("Create behind a lock held past lock_timeout: %v, want ErrUnavailable", err)
+	}
+}
+
+// Migrate waits for another process's migration however long it takes,
+// not only until lock_timeout: a process starting beside one that applies
+// a long migration must not fail.
+func TestMigrateWaitsPastLockTimeout(t *testing.T) {
+	t.Parallel()
+	direct := testdb.Pool(t, 2)
+	schema := testdb.Schema(t, direct)
+	const lockTimeout = 100 * time.Millisecond
+	u, err := url.Parse(testdb.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("lock_timeout", fmt.Sprintf("%dms", lockTimeout.Milliseconds()))
+	u.RawQuery = q.Encode()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+
+	// The other process: it holds the lock Migrate takes, as while migrating.
+	other, err := direct.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Release()
+	lock := fnv.New64a()
+	lock.Write([]byte("asyncreply migrate " + schema))
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(lock.Sum64())); err != nil {
+		t.Fatal(err)
+	}
+	migrated := make(chan error, 1)
+	go func() { migrated <- postgres.Migrate(ctx, pool, schema) }()
+	select {
+	case err := <-migrated:
+		t.Fatalf("Migrate returned while another process held its lock: %v", err)
+	case <-time.After(5 * lockTimeout): // the condition under test: well past lock_timeout
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_unlock($1)", int64(lock.Sum64())); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-migrated; err != nil {
+		t.Errorf("Migrate after the other process's migration: %v", err)
 	}
 }
