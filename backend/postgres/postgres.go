@@ -547,7 +547,10 @@ func (b *Backend) reschedule(ctx context.Context) error {
 			return translate(fmt.Errorf("postgres: sweep: %w", err))
 		}
 		ids, lost = append(ids, id), append(lost, jobID)
-		params = append(params, river.InsertManyParams{Args: riverjob.Args{OperationID: id, Timeout: time.Duration(timeoutUS) * time.Microsecond}})
+		params = append(params, river.InsertManyParams{
+			Args:       riverjob.Args{OperationID: id, Timeout: time.Duration(timeoutUS) * time.Microsecond},
+			InsertOpts: riverjob.ResumeOpts(),
+		})
 	}
 	if err := rows.Err(); err != nil {
 		return translate(fmt.Errorf("postgres: sweep: %w", err))

@@ -665,7 +665,7 @@ func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
 		return translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
 	for _, l := range found {
-		job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: l.id, Timeout: l.timeout}, nil)
+		job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: l.id, Timeout: l.timeout}, riverjob.ResumeOpts())
 		if err != nil {
 			return translate(fmt.Errorf("sqlite: sweep: rescheduling: %w", err))
 		}
