@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -354,6 +356,86 @@ func TestSweepFailsAbandonedOperations(t *testing.T) {
 			len(abandoned), distinct, last, counter)
 	}
 	waitUntil(t, gateway, abandoned[1].ID, changes, func(op *backend.Operation) bool { return op.Status == backend.Failed })
+}
+
+// Sweep gives a new job, fetched before the jobs waiting for their first
+// attempt, to the operations whose process died: one whose lock file is
+// free, however recent its heartbeat, or, when it has no lock file to
+// test (it runs elsewhere), one silent for six heartbeats. The
+// operations of a process whose heartbeat is recent and whose lock cannot
+// be tested are left to it.
+func TestSweepReschedulesDeadProcesses(t *testing.T) {
+	t.Parallel()
+	path := newPath(t)
+	b := newBackend(t, path)
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	silent, unlocked, elsewhere := "silent", "unlocked", "elsewhere"
+	now := time.Now()
+	for id, seen := range map[string]time.Time{silent: now.Add(-time.Hour), unlocked: now, elsewhere: now} {
+		if _, err := db.ExecContext(t.Context(), "INSERT INTO asyncreply_process (id, seen_at) VALUES (?, ?)", id, seen.UnixMicro()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The lock file of a process that died: nobody holds it.
+	lockDir := path + "-processes"
+	if err := os.MkdirAll(lockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lockDir, unlocked), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	jobOf := func(op *backend.Operation) (job int64, priority int) {
+		t.Helper()
+		if err := db.QueryRowContext(t.Context(), `SELECT job.id, job.priority FROM asyncreply_operation AS op
+			JOIN river_job AS job ON job.id = op.job_id WHERE op.id = ?`, op.ID).Scan(&job, &priority); err != nil {
+			t.Fatal(err)
+		}
+		return job, priority
+	}
+	ran := map[string]*backend.Operation{silent: newOperation(), unlocked: newOperation(), elsewhere: newOperation()}
+	taken := map[string]int64{}
+	for process, op := range ran {
+		mustCreate(t, b, op)
+		job, _ := jobOf(op)
+		taken[process] = job
+		if _, err := db.ExecContext(t.Context(), `UPDATE river_job SET state = 'running', attempt = 1,
+			attempted_by = json_array(?), attempted_at = CURRENT_TIMESTAMP WHERE id = ?`, process, job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting := newOperation()
+	mustCreate(t, b, waiting)
+	_, firstPriority := jobOf(waiting)
+
+	if _, err := b.Sweep(t.Context(), time.Now()); err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	for process, rescheduled := range map[string]bool{silent: true, unlocked: true, elsewhere: false} {
+		job, priority := jobOf(ran[process])
+		switch {
+		case rescheduled && job == taken[process]:
+			t.Errorf("the operation of process %s, dead, was not given a new job", process)
+		case rescheduled && priority >= firstPriority:
+			t.Errorf("the new job of process %s's operation has priority %d, not ahead of the waiting jobs' %d", process, priority, firstPriority)
+		case !rescheduled && job != taken[process]:
+			t.Errorf("the operation of process %s, alive as far as anyone can tell, was given a new job", process)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(lockDir, unlocked)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the free lock file of a dead process is still there after Sweep: %v", err)
+	}
+	var records int
+	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM asyncreply_process WHERE id IN (?, ?)", silent, unlocked).Scan(&records); err != nil {
+		t.Fatal(err)
+	}
+	if records != 0 {
+		t.Errorf("%d records of dead processes left after Sweep, want 0", records)
+	}
 }
 
 // Processes that start together on a new file migrate it together.
