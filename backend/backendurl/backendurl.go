@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -34,7 +35,20 @@ type Options struct {
 	Concurrency int
 	// Logger receives the backend's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Heartbeat is how often a process executing operations on a durable
+	// backend records that it is alive: the operations of a process silent
+	// for six heartbeats are run again by the others at their next sweep.
+	// Each process writes once per heartbeat, so a shorter one costs writes
+	// (on PostgreSQL, one upsert per process per heartbeat) and recovers
+	// sooner (about six heartbeats plus the sweep interval after a death).
+	// On SQLite a process that died on the same machine is known dead at
+	// once, whatever the heartbeat. Every process sharing a backend should
+	// use the same. Defaults to DefaultHeartbeat.
+	Heartbeat time.Duration
 }
+
+// DefaultHeartbeat is the durable backends' default Options.Heartbeat.
+const DefaultHeartbeat = postgres.DefaultHeartbeatInterval
 
 // Open returns the backend rawURL names, ready to be given to
 // asyncreply.Config.Backend (which then starts and stops it). Durable
@@ -52,7 +66,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 		if !ok || path == "" {
 			return nil, fmt.Errorf("backend URL %q: want sqlite://PATH, e.g. sqlite://./asyncreply.db or sqlite:///var/lib/asyncreply.db", rawURL)
 		}
-		return sqlite.New(ctx, sqlite.Config{Path: path, Concurrency: opts.Concurrency, Logger: opts.Logger})
+		return sqlite.New(ctx, sqlite.Config{Path: path, Concurrency: opts.Concurrency, HeartbeatInterval: opts.Heartbeat, Logger: opts.Logger})
 	case "postgres", "postgresql":
 		return openPostgres(ctx, rawURL, opts)
 	default:
@@ -81,7 +95,9 @@ func openPostgres(ctx context.Context, rawURL string, opts Options) (backend.Bac
 	if err != nil {
 		return nil, fmt.Errorf("backend URL: %w", err)
 	}
-	b, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, Concurrency: opts.Concurrency, Logger: opts.Logger})
+	b, err := postgres.New(ctx, postgres.Config{
+		Pool: pool, Schema: schema, Concurrency: opts.Concurrency, HeartbeatInterval: opts.Heartbeat, Logger: opts.Logger,
+	})
 	if err != nil {
 		pool.Close()
 		return nil, err

@@ -126,6 +126,7 @@ type gatewayOptions struct {
 	owner          string
 	key            keyFlag
 	acceptOnly     bool
+	heartbeat      time.Duration
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -143,6 +144,8 @@ func (o *gatewayOptions) check(parseErr error, upstream string) (*gatewayOptions
 		return nil, errors.New("--upstream is required: " + upstream)
 	case o.concurrency < 0:
 		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
+	case o.heartbeat < 0:
+		return nil, fmt.Errorf("--heartbeat must not be negative, got %v", o.heartbeat)
 	}
 	return o, nil
 }
@@ -183,6 +186,7 @@ response.
 	fs.Var(&o.key, "key", "32-byte `key` (64 hex digits or base64) encrypting recorded requests and responses at rest; prefer ASYNCREPLY_KEY to a flag, which other users can see in the process list")
 	fs.StringVar(&o.owner, "owner", "", "who may see an operation: header:NAME, cookie:NAME, issue-cookie or upstream:PATH (`MODE`s above); none: whoever holds its URL")
 	fs.BoolVar(&o.acceptOnly, "accept-only", false, "accept and serve operations but replay none: 'asyncreply worker' processes sharing --backend replay them")
+	heartbeatFlag(fs, &o.heartbeat)
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -226,7 +230,7 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 	if err != nil {
 		return nil, err
 	}
-	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{Concurrency: cfg.Concurrency, Logger: logger})
+	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{Concurrency: cfg.Concurrency, Heartbeat: o.heartbeat, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("--backend: %w", err)
 	}
@@ -328,8 +332,17 @@ with a postgres:// backend.
 	fs.StringVar(&o.backend, "backend", DefaultBackend, "where operations live, shared with the gateways: sqlite://PATH or postgres://…")
 	fs.IntVar(&o.concurrency, "concurrency", gateway.DefaultConcurrency, "most replays running against the upstream at once from this worker")
 	fs.Var(&o.key, "key", "the gateways' `key`, to read the requests they recorded (prefer ASYNCREPLY_KEY)")
+	heartbeatFlag(fs, &o.heartbeat)
 	fs.acceptConfigFile()
 	return fs, o
+}
+
+// heartbeatFlag adds --heartbeat, the gateway's and the worker's.
+func heartbeatFlag(fs *command, heartbeat *time.Duration) {
+	fs.DurationVar(heartbeat, "heartbeat", backendurl.DefaultHeartbeat, "how often this process records in --backend that it is alive while it replays; "+
+		"the others replay the operations of one silent for six heartbeats at their next sweep (every 15s): "+
+		"5s recovers from a death within about 45s, 1s within 21s, for one write per process per heartbeat "+
+		"(on SQLite, a process that dies on the same machine is known dead at once); every process sharing --backend should use the same")
 }
 
 // runWorker executes operations until ctx ends, then stops: running replays
