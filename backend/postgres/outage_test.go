@@ -361,6 +361,7 @@ func TestOutageBlackHole(t *testing.T) {
 		}
 	}
 
+	polled := o.accepted["before-0"]
 	<-o.started // while attempts run
 	o.proxy.setFault(blackHole)
 	began := time.Now()
@@ -376,7 +377,7 @@ func TestOutageBlackHole(t *testing.T) {
 		})
 	}
 	wg.Go(func() {
-		poll, err := o.client.Get(o.accepted["before-0"])
+		poll, err := o.client.Get(polled)
 		if err != nil {
 			t.Error(err)
 			return
