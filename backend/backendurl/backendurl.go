@@ -4,6 +4,12 @@
 //	memory:                          in this process; lost on restart
 //	sqlite://PATH                    one file on this machine (sqlite:///abs/path or sqlite://rel/path)
 //	postgres://USER@HOST/DB?schema=S several machines; any libpq URL, plus an optional schema
+//
+// A postgres URL's pool is prepared by postgres.ConfigurePool, whose
+// defaults make a database that stops answering give 503s at once, and
+// service resume within seconds of its return. The URL's own
+// connect_timeout, statement_timeout, lock_timeout,
+// idle_in_transaction_session_timeout and pool_ping_timeout win.
 package backendurl
 
 import (
@@ -12,6 +18,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -39,7 +46,20 @@ type Options struct {
 	// past it, Create refuses with backend.ErrOwnerQueueFull. Defaults to
 	// 0: no bound per owner, on every backend.
 	MaxQueuedPerOwner int
+	// Heartbeat is how often a process executing operations on a durable
+	// backend records that it is alive: the operations of a process silent
+	// for six heartbeats are run again by the others at their next sweep.
+	// Each process writes once per heartbeat, so a shorter one costs writes
+	// (on PostgreSQL, one upsert per process per heartbeat) and recovers
+	// sooner (about six heartbeats plus the sweep interval after a death).
+	// On SQLite a process that died on the same machine is known dead at
+	// once, whatever the heartbeat. Every process sharing a backend should
+	// use the same. Defaults to DefaultHeartbeat.
+	Heartbeat time.Duration
 }
+
+// DefaultHeartbeat is the durable backends' default Options.Heartbeat.
+const DefaultHeartbeat = postgres.DefaultHeartbeatInterval
 
 // Open returns the backend rawURL names, ready to be given to
 // asyncreply.Config.Backend (which then starts and stops it). Durable
@@ -62,7 +82,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (backend.Backend, er
 			return nil, fmt.Errorf("backend URL %q: want sqlite://PATH, e.g. sqlite://./asyncreply.db or sqlite:///var/lib/asyncreply.db", rawURL)
 		}
 		return sqlite.New(ctx, sqlite.Config{
-			Path: path, Concurrency: opts.Concurrency, Logger: opts.Logger,
+			Path: path, Concurrency: opts.Concurrency, HeartbeatInterval: opts.Heartbeat, Logger: opts.Logger,
 			MaxQueued: opts.MaxQueued, MaxQueuedPerOwner: opts.MaxQueuedPerOwner,
 		})
 	case "postgres", "postgresql":
@@ -88,12 +108,13 @@ func openPostgres(ctx context.Context, rawURL string, opts Options) (backend.Bac
 	if err != nil {
 		return nil, fmt.Errorf("backend URL: %w", err)
 	}
+	postgres.ConfigurePool(poolConfig)
 	pool, err := pgxpool.NewWithConfig(ctx, poolConfig)
 	if err != nil {
 		return nil, fmt.Errorf("backend URL: %w", err)
 	}
 	b, err := postgres.New(ctx, postgres.Config{
-		Pool: pool, Schema: schema, Concurrency: opts.Concurrency, Logger: opts.Logger,
+		Pool: pool, Schema: schema, Concurrency: opts.Concurrency, HeartbeatInterval: opts.Heartbeat, Logger: opts.Logger,
 		MaxQueued: opts.MaxQueued, MaxQueuedPerOwner: opts.MaxQueuedPerOwner,
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -56,6 +57,11 @@ var migrations = []string{
 // creates if needed), under an advisory lock so that processes starting
 // together do not race. New calls it unless Config.SkipMigrations is set;
 // operators who prefer an explicit step call it themselves.
+//
+// Migrations run under the pool's statement_timeout, as every statement
+// does (see ConfigurePool). One that needs longer — a River upgrade that
+// builds an index over a large job table, say — is applied with a pool
+// whose URL sets statement_timeout=0.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	schema = schemaOrDefault(schema)
 	// A session lock, held on a connection of its own: River applies each of
@@ -68,7 +74,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	defer conn.Release()
 	lock := fnv.New64a()
 	lock.Write([]byte("asyncreply migrate " + schema))
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(lock.Sum64())); err != nil {
+	if err := advisoryLock(ctx, conn, int64(lock.Sum64())); err != nil {
 		return translate(fmt.Errorf("postgres: migrate: %w", err))
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(lock.Sum64()))
@@ -115,4 +121,25 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 		return translate(fmt.Errorf("postgres: migrate: %w", err))
 	}
 	return nil
+}
+
+// advisoryLock takes the session advisory lock key, waiting for as long as
+// ctx allows while another process holds it: the server's lock_timeout and
+// statement_timeout, which bound every other wait, would fail a process
+// that starts while another applies a long migration.
+func advisoryLock(ctx context.Context, conn *pgxpool.Conn, key int64) error {
+	for {
+		var locked bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&locked); err != nil {
+			return err
+		}
+		if locked {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -156,15 +156,17 @@ func TestMultiProcess(t *testing.T) {
 	}
 
 	// Kill a worker in the middle of runs: once some operations finished,
-	// while others are running.
+	// while both workers run others — the one killed among them.
 	table := schema + ".asyncreply_operation"
 	for deadline := time.Now().Add(time.Minute); ; {
-		var finished, running int
-		err := pool.QueryRow(ctx, "SELECT count(*) FILTER (WHERE status = 'Succeeded'), count(*) FILTER (WHERE status = 'Running') FROM "+table).Scan(&finished, &running)
+		var finished, running, runners int
+		err := pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE op.status = 'Succeeded'), count(*) FILTER (WHERE op.status = 'Running'),
+				count(DISTINCT job.attempted_by[cardinality(job.attempted_by)]) FILTER (WHERE op.status = 'Running' AND job.state = 'running')
+			FROM `+table+` AS op JOIN `+schema+`.river_job AS job ON job.id = op.job_id`).Scan(&finished, &running, &runners)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if finished >= 20 && running > 0 {
+		if finished >= 20 && runners == 2 {
 			t.Logf("killing a worker with %d operations finished and %d running", finished, running)
 			break
 		}

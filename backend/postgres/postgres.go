@@ -47,7 +47,11 @@ const (
 // Config configures a PostgreSQL backend.
 type Config struct {
 	// Pool is the connection pool to use. Required. The backend holds one
-	// connection for LISTEN on top of River's and its own queries.
+	// connection for LISTEN on top of River's and its own queries. Prepare
+	// its configuration with ConfigurePool, as backendurl.Open does: without
+	// its timeouts, a database that accepts connections but never answers
+	// holds calls and connections for minutes, and the service stays
+	// unavailable long after the database is back.
 	Pool *pgxpool.Pool
 
 	// Schema holds the backend's table and River's. Defaults to
@@ -66,9 +70,13 @@ type Config struct {
 	// HeartbeatInterval is how often a process executing operations records
 	// that it is alive. The operations of a process silent for six
 	// intervals are run again by the others (at their next Sweep), rather
-	// than once River's rescue delay and their timeout have passed. Every
-	// process sharing the schema should use the same value. Defaults to
-	// DefaultHeartbeatInterval.
+	// than once River's rescue delay and their timeout have passed. A
+	// shorter interval recovers sooner and writes more: each process
+	// upserts its record once per interval (100 processes at 1 s, 100
+	// writes a second), and a dead process's operations run again about six
+	// intervals plus the sweep interval after it died (30 s + 15 s by
+	// default). Every process sharing the schema should use the same value.
+	// Defaults to DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
 
 	// SkipMigrations leaves the schema as it is; use it when migrations are
@@ -595,12 +603,25 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 		riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail); err != nil {
 		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
-	tag, err := b.pool.Exec(ctx, "DELETE FROM "+b.names.operation+" WHERE expires_at <= $1", now)
-	if err != nil {
-		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
+	deleted := 0
+	for {
+		tag, err := b.pool.Exec(ctx, "DELETE FROM "+b.names.operation+` WHERE id IN (
+			SELECT id FROM `+b.names.operation+" WHERE expires_at <= $1 LIMIT $2)", now, sweepBatch)
+		if err != nil {
+			return deleted, translate(fmt.Errorf("postgres: sweep: %w", err))
+		}
+		deleted += int(tag.RowsAffected())
+		if tag.RowsAffected() < sweepBatch {
+			return deleted, nil
+		}
 	}
-	return int(tag.RowsAffected()), nil
 }
+
+// sweepBatch bounds the expired operations one statement deletes, so that
+// each ends well within the statement timeout however many expired at
+// once: a single statement over a backlog would be canceled at every sweep,
+// and the backlog never go.
+const sweepBatch = 1000
 
 // reschedule gives a new job to every unfinished operation whose job River
 // has marked running, but which no live process is executing: the process
@@ -641,7 +662,10 @@ func (b *Backend) reschedule(ctx context.Context) error {
 			return translate(fmt.Errorf("postgres: sweep: %w", err))
 		}
 		ids, lost = append(ids, id), append(lost, jobID)
-		params = append(params, river.InsertManyParams{Args: riverjob.Args{OperationID: id, Timeout: time.Duration(timeoutUS) * time.Microsecond}})
+		params = append(params, river.InsertManyParams{
+			Args:       riverjob.Args{OperationID: id, Timeout: time.Duration(timeoutUS) * time.Microsecond},
+			InsertOpts: riverjob.ResumeOpts(),
+		})
 	}
 	if err := rows.Err(); err != nil {
 		return translate(fmt.Errorf("postgres: sweep: %w", err))
@@ -710,6 +734,17 @@ func (b *Backend) Stop(ctx context.Context) error {
 	return err
 }
 
+// Timings of the listening connection. A server that stops answering does
+// not break the connection: only a ping can tell, so one is sent whenever
+// nothing was heard for listenCheckInterval. Reconnecting retries at most
+// listenRetryDelay apart, so that watchers follow changes again within
+// seconds of the database's return, however long it was away.
+const (
+	listenCheckInterval = 2 * time.Second
+	listenCheckTimeout  = 3 * time.Second
+	listenRetryDelay    = time.Second
+)
+
 // listen holds a connection that LISTENs for changes and wakes this
 // process's watchers, reconnecting after failures until ctx ends.
 func (b *Backend) listen(ctx context.Context) {
@@ -726,7 +761,7 @@ func (b *Backend) listen(ctx context.Context) {
 			return
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 5*time.Second)
+		delay = min(delay*2, listenRetryDelay)
 	}
 }
 
@@ -737,17 +772,33 @@ func (b *Backend) listenOnce(ctx context.Context) error {
 	}
 	conn := pooled.Hijack() // held for as long as it listens: not the pool's any more
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{b.names.channel}.Sanitize()); err != nil {
+	listenCtx, cancel := context.WithTimeout(ctx, listenCheckTimeout)
+	_, err = conn.Exec(listenCtx, "LISTEN "+pgx.Identifier{b.names.channel}.Sanitize())
+	cancel()
+	if err != nil {
 		return err
 	}
 	// Changes made while not listening were missed: every watcher re-reads.
 	b.watchers.NotifyAll()
 	for {
-		notification, err := conn.WaitForNotification(ctx)
-		if err != nil {
+		waitCtx, cancel := context.WithTimeout(ctx, listenCheckInterval)
+		notification, err := conn.WaitForNotification(waitCtx)
+		cancel()
+		switch {
+		case err == nil:
+			b.watchers.Notify(notification.Payload)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case waitCtx.Err() != nil: // quiet: is the server still there?
+			pingCtx, cancel := context.WithTimeout(ctx, listenCheckTimeout)
+			err := conn.Ping(pingCtx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("the listening connection does not answer: %w", err)
+			}
+		default:
 			return err
 		}
-		b.watchers.Notify(notification.Payload)
 	}
 }
 
@@ -759,8 +810,9 @@ func translate(err error) error {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch pgErr.Code[:2] {
-		case "08", "53", "57": // connection exception, insufficient resources, operator intervention
+		switch class := pgErr.Code[:2]; {
+		case class == "08", class == "53", class == "57", // connection exception, insufficient resources, operator intervention (statement_timeout among them)
+			pgErr.Code == "55P03": // lock_not_available: lock_timeout passed, the lock held by another session
 			return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
 		}
 		return err

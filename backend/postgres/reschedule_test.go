@@ -94,6 +94,14 @@ func TestSweepReschedulesLostJobs(t *testing.T) {
 		if !canceled {
 			t.Errorf("the lost job of %q was not canceled: River's rescuer would run it again", id)
 		}
+		var resumed, first int
+		if err := pool.QueryRow(ctx, "SELECT (SELECT priority FROM "+jobs+" WHERE id = $1), (SELECT priority FROM "+jobs+" WHERE id = $2)",
+			jobOf(id), recentJob).Scan(&resumed, &first); err != nil {
+			t.Fatal(err)
+		}
+		if resumed >= first {
+			t.Errorf("the new job of %q has priority %d, not fetched before the jobs waiting for a first attempt (%d)", id, resumed, first)
+		}
 	}
 	var dead int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM "+processes+" WHERE id = 'dead'").Scan(&dead); err != nil || dead != 0 {

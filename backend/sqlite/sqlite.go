@@ -5,18 +5,29 @@
 //
 // It is pure Go (modernc.org/sqlite): no cgo. Accepting an operation is one
 // transaction that inserts its row and its River job, so a 202 is never sent
-// for an operation that is not both stored and scheduled. River executes it
-// at least once: when a worker dies, River rescues the job once its timeout
-// has passed and another worker replays it; the first completed attempt's
-// outcome is the one stored.
+// for an operation that is not both stored and scheduled. Operations run at
+// least once; the first completed attempt's outcome is the one stored.
+//
+// A process executing operations holds an OS lock (flock) on a file of its
+// own in the directory PATH-processes beside the database, for as long as
+// it executes. When it dies, killed or crashed, the kernel releases the
+// lock, so the operations it was running are given new jobs — run before
+// those still waiting — as soon as another process looks: the process
+// restarted in its place as it starts, within a second, or one running
+// beside it at its next sweep. A process silent for six heartbeats
+// (Config.HeartbeatInterval) is taken for dead too: the only sign for one
+// whose lock cannot be tested.
 //
 // SQLite has no LISTEN/NOTIFY. A change wakes the watchers of the process
 // that made it at once; the other processes on the file find it when they
 // next poll, every Config.PollInterval while they have watchers and not at
 // all while they have none.
 //
-// The file must be on a local file system: SQLite's locking, which lets the
-// processes take turns writing, is unreliable over network file systems.
+// The file must be on a local file system, and its processes on one
+// machine: SQLite's locking, which lets the processes take turns writing,
+// is unreliable over network file systems, and a process on another
+// machine may hold its lock where the others cannot see it, so that they
+// take it for dead and run its operations again.
 package sqlite
 
 import (
@@ -25,6 +36,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,12 +87,14 @@ type Config struct {
 	RescueAfter time.Duration
 
 	// HeartbeatInterval is how often a process executing operations records
-	// that it is alive. The operations of a process silent for six
-	// intervals — killed, say — are run again by the others, or by the
-	// process started in its place, at their next Sweep, rather than once
-	// River's rescue delay and their timeout have passed. Every process
-	// sharing the file should use the same value. Defaults to
-	// DefaultHeartbeatInterval.
+	// that it is alive. A process that dies on this machine is known dead
+	// at once by its lock (see the package documentation); one silent for
+	// six intervals is taken for dead too — the only sign for a process
+	// whose lock cannot be tested — and its operations are run again by
+	// the others at their next Sweep, rather than once River's rescue delay
+	// and their timeout have passed. Each process writes its record once
+	// per interval. Every process sharing the file should use the same
+	// value. Defaults to DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
 
 	// SkipMigrations leaves the schema as it is; use it when migrations are
@@ -120,6 +134,10 @@ type Backend struct {
 	pollInterval time.Duration
 	deadAfter    time.Duration // a process silent this long is dead
 	limits       admission.Limits
+
+	processID   string
+	processMu   sync.Mutex   // guards processLock
+	processLock *processLock // held from Start to Stop
 
 	watchers   watch.Hub
 	watchBegun chan struct{} // wakes the idle poller
@@ -220,6 +238,7 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 		watchBegun:   make(chan struct{}, 1),
 	}
 	id := riverjob.NewID()
+	b.processID = id
 	b.worker = riverjob.NewWorker(b.Complete, riverjob.Liveness{
 		ID:       id,
 		Interval: cfg.HeartbeatInterval,
@@ -723,12 +742,31 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 }
 
 // reschedule gives a new job to every unfinished operation whose job was
-// taken by a process that has been silent for deadAfter: killed, most
-// likely, and perhaps restarted in the process calling. River would rescue
-// the job only after the operation's whole timeout, ten minutes by default.
-// The old job is canceled, so that River's rescuer does not run it again.
-// Liveness is judged by the real clock, whatever the sweep's now.
+// taken by a process that has died: one whose lock is free (see
+// processlock.go), or one silent for deadAfter, the only sign for a process
+// whose lock cannot be tested. River would rescue the job only after the
+// operation's whole timeout, ten minutes by default. The old job is
+// canceled, so that River's rescuer does not run it again. Liveness is
+// judged by the real clock, whatever the sweep's now.
 func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
+	deadLocks, err := lockDeadProcesses(b.path)
+	if err != nil {
+		b.logger.Warn("asyncreply: sqlite: reading which processes died failed; judging them by their heartbeat alone", "error", err)
+	}
+	rescheduled := false
+	defer func() {
+		for _, l := range deadLocks {
+			if rescheduled {
+				l.release()
+			} else {
+				l.unlock()
+			}
+		}
+	}()
+	dead, err := json.Marshal(processIDs(deadLocks))
+	if err != nil {
+		return fmt.Errorf("sqlite: sweep: %w", err)
+	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return translate(fmt.Errorf("sqlite: sweep: %w", err))
@@ -737,9 +775,11 @@ func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
 	alive := micros(time.Now().Add(-b.deadAfter))
 	rows, err := tx.QueryContext(ctx, `SELECT op.id, op.timeout_us, job.id FROM asyncreply_operation AS op
 		JOIN river_job AS job ON job.id = op.job_id
-		WHERE op.`+unfinished+` AND job.state = 'running' AND NOT EXISTS (
-			SELECT 1 FROM asyncreply_process AS p
-			WHERE p.id = json_extract(job.attempted_by, '$[#-1]') AND p.seen_at > ?)`, alive)
+		WHERE op.`+unfinished+` AND job.state = 'running' AND (
+			json_extract(job.attempted_by, '$[#-1]') IN (SELECT value FROM json_each(?))
+			OR NOT EXISTS (
+				SELECT 1 FROM asyncreply_process AS p
+				WHERE p.id = json_extract(job.attempted_by, '$[#-1]') AND p.seen_at > ?))`, string(dead), alive)
 	if err != nil {
 		return translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
@@ -763,7 +803,7 @@ func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
 		return translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
 	for _, l := range found {
-		job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: l.id, Timeout: l.timeout}, nil)
+		job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: l.id, Timeout: l.timeout}, riverjob.ResumeOpts())
 		if err != nil {
 			return translate(fmt.Errorf("sqlite: sweep: rescheduling: %w", err))
 		}
@@ -776,12 +816,14 @@ func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
 	}
 	// The records of dead processes go too; a live process whose record
 	// went for its silence writes it again at its next beat.
-	if _, err := tx.ExecContext(ctx, "DELETE FROM asyncreply_process WHERE seen_at <= ?", alive); err != nil {
+	if _, err := tx.ExecContext(ctx, "DELETE FROM asyncreply_process WHERE seen_at <= ? OR id IN (SELECT value FROM json_each(?))",
+		alive, string(dead)); err != nil {
 		return translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
 	if err := tx.Commit(); err != nil {
 		return translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
+	rescheduled = true
 	if len(found) > 0 {
 		b.logger.Warn("asyncreply: sqlite: operations whose process died were given a new job", "operations", len(found))
 	}
@@ -825,12 +867,52 @@ func (b *Backend) Watch(ctx context.Context, id string) (<-chan struct{}, func()
 	return changes, stop, nil
 }
 
-// Start implements backend.Backend.
+// Start implements backend.Backend. It takes this process's lock first,
+// then gives a new job to the operations of processes that died on this
+// machine — this one's previous run, most often — so that they run again at
+// once rather than after their heartbeat's silence and the next sweep.
 func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error {
+	if err := b.holdProcessLock(); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	db, release, err := b.database()
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	err = b.reschedule(ctx, db)
+	release()
+	if err != nil {
+		b.logger.Warn("asyncreply: sqlite: rescheduling the operations of dead processes failed; the next sweep will", "error", err)
+	}
 	if err := b.worker.Start(ctx, b.river, execute); err != nil {
 		return translate(fmt.Errorf("sqlite: %w", err))
 	}
 	return nil
+}
+
+// holdProcessLock takes this process's lock, unless a failed Start took it
+// already.
+func (b *Backend) holdProcessLock() error {
+	b.processMu.Lock()
+	defer b.processMu.Unlock()
+	if b.processLock != nil {
+		return nil
+	}
+	l, err := lockProcess(b.path, b.processID)
+	if err != nil {
+		return err
+	}
+	b.processLock = l
+	return nil
+}
+
+// releaseProcessLock releases this process's lock once it executes no
+// more, deleting its file.
+func (b *Backend) releaseProcessLock() {
+	b.processMu.Lock()
+	defer b.processMu.Unlock()
+	b.processLock.release()
+	b.processLock = nil
 }
 
 // Stop implements backend.Backend. Operations canceled by Stop go back to
@@ -844,6 +926,7 @@ func (b *Backend) Stop(ctx context.Context) error {
 	var err error
 	b.stopOnce.Do(func() {
 		err = b.worker.Stop(ctx, b.river)
+		b.releaseProcessLock()
 		b.stopPoller()
 		b.polling.Wait()
 		b.dbMu.Lock() // waits for calls in flight, Creates included

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -18,11 +20,8 @@ import (
 	"github.com/asyncreply/asyncreply/backend/backendtest"
 	"github.com/asyncreply/asyncreply/backend/sqlite"
 	"github.com/asyncreply/asyncreply/internal/testprocess"
+	"github.com/asyncreply/asyncreply/internal/testwait"
 )
-
-// waitTimeout bounds every wait for a backend's signal, so that a backend
-// that never signals fails the test instead of hanging it.
-const waitTimeout = 10 * time.Second
 
 // TestMain fails the run if a backend (its River client, its poller, its
 // database) leaves a goroutine behind once every backend has been stopped.
@@ -144,7 +143,7 @@ func TestProcessesShareOperations(t *testing.T) {
 				t.Fatalf("Complete in the other process: %v", err)
 			}
 			for {
-				receive(t, changes, "a wake-up for a completion in another process")
+				testwait.Recv(t, changes, "a wake-up for a completion in another process")
 				if got, err := gateway.Get(t.Context(), op.ID); err != nil {
 					t.Fatalf("Get: %v", err)
 				} else if got.Status == backend.Succeeded {
@@ -184,7 +183,7 @@ func TestProcessesShareOperations(t *testing.T) {
 			}
 			waitUntil(t, gateway, op.ID, changes, func(op *backend.Operation) bool { return op.Status.Done() })
 			stop()
-			if err := receive(t, finished, "the completion in the other process"); err != nil {
+			if err := testwait.Recv(t, finished, "the completion in the other process"); err != nil {
 				t.Fatalf("completion in the other process: %v", err)
 			}
 		}
@@ -233,7 +232,7 @@ func TestOtherProcessExecutes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Watch: %v", err)
 		}
-		receive(t, calledFor(op.ID), "the worker process to execute the gateway's operation")
+		testwait.Recv(t, calledFor(op.ID), "the worker process to execute the gateway's operation")
 		got := waitUntil(t, gateway, op.ID, changes, func(op *backend.Operation) bool { return op.Status.Done() })
 		stop()
 		if got.Status != backend.Succeeded || string(got.Response) != "done by the worker" || got.Attempt != 1 {
@@ -284,13 +283,13 @@ func TestCancelReachesOtherProcess(t *testing.T) {
 		t.Fatalf("Start: %v", err)
 	}
 	mustCreate(t, gateway, op)
-	receive(t, started, "the worker process to start executing the operation")
+	testwait.Recv(t, started, "the worker process to start executing the operation")
 
 	canceling := time.Now()
 	if err := gateway.Cancel(t.Context(), op.ID, time.Now()); err != nil {
 		t.Fatalf("Cancel in the gateway process: %v", err)
 	}
-	if cause := receive(t, causes, "the execution in the worker process to be canceled"); !errors.Is(cause, backend.ErrCanceled) {
+	if cause := testwait.Recv(t, causes, "the execution in the worker process to be canceled"); !errors.Is(cause, backend.ErrCanceled) {
 		t.Errorf("context.Cause of the execution canceled from another process = %v, want backend.ErrCanceled", cause)
 	}
 	t.Logf("latency of a cancellation reaching the execution in another process: %v", time.Since(canceling))
@@ -298,7 +297,7 @@ func TestCancelReachesOtherProcess(t *testing.T) {
 	// Executed after the abandoned attempt has been recorded, and Stop waits
 	// for every execution: a retry would have happened by then.
 	mustCreate(t, gateway, probe)
-	receive(t, probed, "the execution of an operation created after the cancellation")
+	testwait.Recv(t, probed, "the execution of an operation created after the cancellation")
 	if err := worker.Stop(t.Context()); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
@@ -362,6 +361,86 @@ func TestSweepFailsAbandonedOperations(t *testing.T) {
 			len(abandoned), distinct, last, counter)
 	}
 	waitUntil(t, gateway, abandoned[1].ID, changes, func(op *backend.Operation) bool { return op.Status == backend.Failed })
+}
+
+// Sweep gives a new job, fetched before the jobs waiting for their first
+// attempt, to the operations whose process died: one whose lock file is
+// free, however recent its heartbeat, or, when it has no lock file to
+// test (it runs elsewhere), one silent for six heartbeats. The
+// operations of a process whose heartbeat is recent and whose lock cannot
+// be tested are left to it.
+func TestSweepReschedulesDeadProcesses(t *testing.T) {
+	t.Parallel()
+	path := newPath(t)
+	b := newBackend(t, path)
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	silent, unlocked, elsewhere := "silent", "unlocked", "elsewhere"
+	now := time.Now()
+	for id, seen := range map[string]time.Time{silent: now.Add(-time.Hour), unlocked: now, elsewhere: now} {
+		if _, err := db.ExecContext(t.Context(), "INSERT INTO asyncreply_process (id, seen_at) VALUES (?, ?)", id, seen.UnixMicro()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The lock file of a process that died: nobody holds it.
+	lockDir := path + "-processes"
+	if err := os.MkdirAll(lockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lockDir, unlocked), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	jobOf := func(op *backend.Operation) (job int64, priority int) {
+		t.Helper()
+		if err := db.QueryRowContext(t.Context(), `SELECT job.id, job.priority FROM asyncreply_operation AS op
+			JOIN river_job AS job ON job.id = op.job_id WHERE op.id = ?`, op.ID).Scan(&job, &priority); err != nil {
+			t.Fatal(err)
+		}
+		return job, priority
+	}
+	ran := map[string]*backend.Operation{silent: newOperation(), unlocked: newOperation(), elsewhere: newOperation()}
+	taken := map[string]int64{}
+	for process, op := range ran {
+		mustCreate(t, b, op)
+		job, _ := jobOf(op)
+		taken[process] = job
+		if _, err := db.ExecContext(t.Context(), `UPDATE river_job SET state = 'running', attempt = 1,
+			attempted_by = json_array(?), attempted_at = CURRENT_TIMESTAMP WHERE id = ?`, process, job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting := newOperation()
+	mustCreate(t, b, waiting)
+	_, firstPriority := jobOf(waiting)
+
+	if _, err := b.Sweep(t.Context(), time.Now()); err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	for process, rescheduled := range map[string]bool{silent: true, unlocked: true, elsewhere: false} {
+		job, priority := jobOf(ran[process])
+		switch {
+		case rescheduled && job == taken[process]:
+			t.Errorf("the operation of process %s, dead, was not given a new job", process)
+		case rescheduled && priority >= firstPriority:
+			t.Errorf("the new job of process %s's operation has priority %d, not ahead of the waiting jobs' %d", process, priority, firstPriority)
+		case !rescheduled && job != taken[process]:
+			t.Errorf("the operation of process %s, alive as far as anyone can tell, was given a new job", process)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(lockDir, unlocked)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the free lock file of a dead process is still there after Sweep: %v", err)
+	}
+	var records int
+	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM asyncreply_process WHERE id IN (?, ?)", silent, unlocked).Scan(&records); err != nil {
+		t.Fatal(err)
+	}
+	if records != 0 {
+		t.Errorf("%d records of dead processes left after Sweep, want 0", records)
+	}
 }
 
 // Processes that start together on a new file migrate it together.
@@ -513,23 +592,10 @@ func waitUntil(t *testing.T, b backend.Backend, id string, changes <-chan struct
 		if done(op) {
 			return op
 		}
-		receive(t, changes, "a wake-up for a change made in another process")
+		testwait.Recv(t, changes, "a wake-up for a change made in another process")
 	}
 }
 
-func receive[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	timer := time.NewTimer(waitTimeout)
-	defer timer.Stop()
-	select {
-	case v := <-ch:
-		return v
-	case <-timer.C:
-		t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		var zero T
-		return zero
-	}
-}
 
 // Creates that arrive together share a transaction; one that fails (here, a
 // duplicate ID) fails alone, and every other is stored.

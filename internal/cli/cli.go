@@ -134,6 +134,7 @@ type gatewayOptions struct {
 	maxQueuedPerOwner  int
 	maxWatches         int
 	maxWatchesPerOwner int
+	heartbeat          time.Duration
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -151,6 +152,8 @@ func (o *gatewayOptions) check(parseErr error, upstream string) (*gatewayOptions
 		return nil, errors.New("--upstream is required: " + upstream)
 	case o.concurrency < 0:
 		return nil, fmt.Errorf("--concurrency must not be negative, got %d", o.concurrency)
+	case o.heartbeat < 0:
+		return nil, fmt.Errorf("--heartbeat must not be negative, got %v", o.heartbeat)
 	}
 	if err := o.timeouts.check(); err != nil {
 		return nil, err
@@ -201,6 +204,7 @@ response.
 	fs.IntVar(&o.maxWatchesPerOwner, "max-watches-per-owner", gateway.DefaultMaxWatchesPerOwner, "most long-polls and event streams of one --owner open at once, beyond which its new ones get 429 and Retry-After")
 	fs.BoolVar(&o.inline, "inline", false, "development: execute each operation inside the request that submits it, with the same monitor URLs")
 	o.timeouts.addFlags(fs)
+	heartbeatFlag(fs, &o.heartbeat)
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -262,7 +266,7 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 	// for a backend the gateway creates itself.
 	be, err := backendurl.Open(ctx, o.backend, backendurl.Options{
 		Concurrency: cmp.Or(o.concurrency, gateway.DefaultConcurrency), Logger: logger,
-		MaxQueued: o.maxQueued, MaxQueuedPerOwner: o.maxQueuedPerOwner,
+		MaxQueued: o.maxQueued, MaxQueuedPerOwner: o.maxQueuedPerOwner, Heartbeat: o.heartbeat,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--backend: %w", err)
@@ -367,8 +371,17 @@ with a postgres:// backend.
 	fs.StringVar(&o.backend, "backend", DefaultBackend, "where operations live, shared with the gateways: sqlite://PATH or postgres://…")
 	fs.IntVar(&o.concurrency, "concurrency", gateway.DefaultConcurrency, "most replays running against the upstream at once from this worker")
 	fs.Var(&o.key, "key", "the gateways' `key`, to read the requests they recorded (prefer ASYNCREPLY_KEY)")
+	heartbeatFlag(fs, &o.heartbeat)
 	fs.acceptConfigFile()
 	return fs, o
+}
+
+// heartbeatFlag adds --heartbeat, the gateway's and the worker's.
+func heartbeatFlag(fs *command, heartbeat *time.Duration) {
+	fs.DurationVar(heartbeat, "heartbeat", backendurl.DefaultHeartbeat, "how often this process records in --backend that it is alive while it replays; "+
+		"the others replay the operations of one silent for six heartbeats at their next sweep (every 15s): "+
+		"5s recovers from a death within about 45s, 1s within 21s, for one write per process per heartbeat "+
+		"(on SQLite, a process that dies on the same machine is known dead at once); every process sharing --backend should use the same")
 }
 
 // runWorker executes operations until ctx ends, then stops: running replays

@@ -41,6 +41,7 @@ func TestParseGatewayFlags(t *testing.T) {
 		"--key", strings.Repeat("ab", 32),
 		"--inline", "--read-timeout", "30s", "--idle-timeout", "5m",
 		"--max-watches", "100", "--max-watches-per-owner", "5",
+		"--heartbeat", "2s",
 	}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +57,7 @@ func TestParseGatewayFlags(t *testing.T) {
 		inline:         true,
 		timeouts:       serverTimeouts{read: 30 * time.Second, idle: 5 * time.Minute},
 		maxWatches:     100, maxWatchesPerOwner: 5,
+		heartbeat: 2 * time.Second,
 	}
 	if !reflect.DeepEqual(o, want) {
 		t.Errorf("got  %+v\nwant %+v", o, want)
@@ -63,6 +65,21 @@ func TestParseGatewayFlags(t *testing.T) {
 	cfg, err := gatewayConfig(o, nil)
 	if err != nil || !cfg.Inline || cfg.Owner != gateway.OwnerUpstream("/whoami") || cfg.MaxWatches != 100 || cfg.MaxWatchesPerOwner != 5 {
 		t.Errorf("gateway.Config from the flags: Inline %t, Owner %v, MaxWatches %d, MaxWatchesPerOwner %d, %v", cfg.Inline, cfg.Owner, cfg.MaxWatches, cfg.MaxWatchesPerOwner, err)
+	}
+}
+
+// A worker's --heartbeat comes from the environment, or from the config
+// file that gateways and workers share.
+func TestWorkerHeartbeat(t *testing.T) {
+	t.Parallel()
+	o, err := parseWorker([]string{"--upstream", "http://127.0.0.1:3000"}, env(map[string]string{"ASYNCREPLY_HEARTBEAT": "1s"}), io.Discard)
+	if err != nil || o.heartbeat != time.Second {
+		t.Errorf("ASYNCREPLY_HEARTBEAT=1s: heartbeat %v, %v; want 1s", o.heartbeat, err)
+	}
+	path := writeConfig(t, "heartbeat: 2s\n")
+	o, err = parseWorker([]string{"--config", path, "--upstream", "http://127.0.0.1:3000"}, env(nil), io.Discard)
+	if err != nil || o.heartbeat != 2*time.Second {
+		t.Errorf("heartbeat: 2s in the config file: heartbeat %v, %v; want 2s", o.heartbeat, err)
 	}
 }
 
@@ -122,7 +139,7 @@ func TestGatewayHelpListsEveryFlag(t *testing.T) {
 		t.Fatalf("exit %d, stderr %s", code, stderr.String())
 	}
 	help := stdout.String()
-	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner", "inline", "read-timeout", "idle-timeout", "max-watches", "max-watches-per-owner", "config"} {
+	for _, name := range []string{"listen", "upstream", "async", "wait", "backend", "concurrency", "prefix", "retention", "timeout", "public-url", "trusted-proxy", "owner", "inline", "read-timeout", "idle-timeout", "max-watches", "max-watches-per-owner", "heartbeat", "config"} {
 		re := regexp.MustCompile(`(?m)^  --` + regexp.QuoteMeta(name) + ` .*\n.*\n\s+default: .+; env: ` + envName(name) + `$`)
 		if !re.MatchString(help) {
 			t.Errorf("--help does not list --%s with its default and environment variable", name)
@@ -153,6 +170,7 @@ func TestBadConfigurationExits2NamingTheFlag(t *testing.T) {
 		{"bad prefix", append([]string{"gateway", "--prefix", "ops"}, up...), nil, []string{"--prefix", `"ops"`}},
 		{"bad public url", append([]string{"gateway", "--public-url", "app.example"}, up...), nil, []string{"--public-url"}},
 		{"negative concurrency", append([]string{"gateway", "--concurrency", "-1"}, up...), nil, []string{"--concurrency", "negative"}},
+		{"negative heartbeat", []string{"worker", "--heartbeat", "-1s", "--upstream", "http://127.0.0.1:3000"}, nil, []string{"--heartbeat", "negative"}},
 		{"unknown owner mode", append([]string{"gateway", "--owner", "session"}, up...), nil, []string{"--owner", `"session"`, "unknown mode"}},
 		{"owner without name", append([]string{"gateway", "--owner", "cookie:"}, up...), nil, []string{"--owner", "empty NAME"}},
 		{"owner relative path", append([]string{"gateway", "--owner", "upstream:whoami"}, up...), nil, []string{"--owner", `"/"`}},

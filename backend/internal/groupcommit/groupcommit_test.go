@@ -3,8 +3,10 @@ package groupcommit_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	"go.uber.org/goleak"
 
@@ -51,61 +53,54 @@ func (s *store) funcs() groupcommit.Funcs {
 }
 
 // Creates that arrive while a commit is in progress share the next one, and
-// a failing operation in a batch fails only itself.
+// a failing operation in a batch fails only itself. The bubble makes the
+// queueing deterministic: synctest.Wait returns once every goroutine in it is
+// blocked, so the first Create is known to be inside its commit, and the
+// others to be waiting for the committer, before the first is released.
 func TestBatchesAndIsolatesFailures(t *testing.T) {
 	t.Parallel()
-	s := &store{release: make(chan struct{})}
-	c := groupcommit.Start(s.funcs())
-	defer c.Stop()
+	synctest.Test(t, func(t *testing.T) {
+		s := &store{release: make(chan struct{})}
+		c := groupcommit.Start(s.funcs())
+		defer c.Stop()
 
-	first := make(chan groupcommit.Result, 1)
-	go func() { first <- c.Create(t.Context(), &backend.Operation{ID: "first"}) }()
+		first := make(chan groupcommit.Result, 1)
+		go func() { first <- c.Create(t.Context(), &backend.Operation{ID: "first"}) }()
+		synctest.Wait() // the committer holds the first batch, waiting on release
 
-	const waiting = 20
-	var wg sync.WaitGroup
-	results := make([]groupcommit.Result, waiting)
-	for i := range waiting {
-		wg.Go(func() {
-			id := "op"
-			if i == 7 {
-				id = "bad"
+		const waiting = 20
+		var wg sync.WaitGroup
+		results := make([]groupcommit.Result, waiting)
+		for i := range waiting {
+			wg.Go(func() {
+				id := "op"
+				if i == 7 {
+					id = "bad"
+				}
+				results[i] = c.Create(t.Context(), &backend.Operation{ID: id})
+			})
+		}
+		synctest.Wait() // every other Create waits to hand its operation over
+		close(s.release)
+		wg.Wait()
+
+		if r := <-first; r.Err != nil || !r.Created {
+			t.Fatalf("first Create: %+v", r)
+		}
+		for i, r := range results {
+			switch {
+			case i == 7 && r.Err == nil:
+				t.Error("the bad operation was created")
+			case i != 7 && (r.Err != nil || !r.Created):
+				t.Errorf("Create %d failed beside a bad operation: %+v", i, r)
 			}
-			results[i] = c.Create(t.Context(), &backend.Operation{ID: id})
-		})
-	}
-	// The committer holds the first batch; let the others queue behind it,
-	// then release it. Which of them join the second batch depends on the
-	// scheduler; that most do, is what the batch sizes below show.
-	for {
+		}
 		s.mu.Lock()
-		n := len(s.batches)
-		s.mu.Unlock()
-		if n == 0 {
-			close(s.release)
-			break
+		defer s.mu.Unlock()
+		if want := []int{1, waiting}; !slices.Equal(s.batches, want) {
+			t.Errorf("batch sizes %v, want %v: the Creates that waited together were not committed together", s.batches, want)
 		}
-	}
-	wg.Wait()
-	if r := <-first; r.Err != nil || !r.Created {
-		t.Fatalf("first Create: %+v", r)
-	}
-	for i, r := range results {
-		switch {
-		case i == 7 && r.Err == nil:
-			t.Error("the bad operation was created")
-		case i != 7 && (r.Err != nil || !r.Created):
-			t.Errorf("Create %d failed beside a bad operation: %+v", i, r)
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	largest := 0
-	for _, n := range s.batches {
-		largest = max(largest, n)
-	}
-	if largest < 2 {
-		t.Errorf("batch sizes %v: Creates waiting together were never committed together", s.batches)
-	}
+	})
 }
 
 // A caller whose context has ended gets its error, and the committer goes on.

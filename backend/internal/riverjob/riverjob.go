@@ -44,8 +44,21 @@ const MaxAttempts = 10
 
 // InsertOpts implements river.JobArgsWithInsertOpts.
 func (Args) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: Queue, MaxAttempts: MaxAttempts}
+	return river.InsertOpts{Queue: Queue, MaxAttempts: MaxAttempts, Priority: priorityFirst}
 }
+
+// Priorities of the jobs, in River's terms (1 is fetched first): an
+// operation given a new job because the process running it died resumes
+// before the operations still waiting for their first attempt, ahead of
+// which it had been taken, rather than queue behind them all.
+const (
+	priorityResumed = 1
+	priorityFirst   = 2
+)
+
+// ResumeOpts returns the insert options of the new job a backend gives an
+// operation whose process died.
+func ResumeOpts() *river.InsertOpts { return &river.InsertOpts{Priority: priorityResumed} }
 
 // timeoutGrace is added to an operation's timeout for its River job: the
 // middleware ends the replay at the timeout itself; River's deadline only
