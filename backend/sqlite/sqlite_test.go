@@ -596,7 +596,6 @@ func waitUntil(t *testing.T, b backend.Backend, id string, changes <-chan struct
 	}
 }
 
-
 // Creates that arrive together share a transaction; one that fails (here, a
 // duplicate ID) fails alone, and every other is stored.
 func TestGroupCommitIsolatesFailures(t *testing.T) {
