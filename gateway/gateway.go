@@ -160,6 +160,14 @@ type Config struct {
 	// returns. It excludes AcceptOnly. Defaults to false.
 	Inline bool
 
+	// ProgressURL is the scheme and host (and optional path) at which the
+	// upstream reaches this process, e.g. "http://127.0.0.1:8080": each
+	// replay then carries ProgressHeader, a URL under it where the
+	// application may report its progress while that replay runs, served
+	// by Handler (and ProgressHandler). Defaults to "": replays carry no
+	// progress URL.
+	ProgressURL string
+
 	// Logger receives structured logs. Defaults to slog.Default().
 	Logger *slog.Logger
 
@@ -212,6 +220,7 @@ type Gateway struct {
 	transport  *http.Transport // ours to close, when Config.Transport was nil
 
 	ownerCookieMaxAge time.Duration // the lifetime of OwnerIssuedCookie's cookies
+	progress          progressBoard // the progress URLs of the replays running here
 
 	handlerOnce sync.Once
 	handler     http.Handler
@@ -236,7 +245,7 @@ func New(cfg Config) (*Gateway, error) {
 		// fill, while server-sent events and responses of unknown length —
 		// streams — are flushed as each write arrives.
 		FlushInterval:  0,
-		ModifyResponse: g.guardReplayBody,
+		ModifyResponse: g.modifyResponse,
 		ErrorHandler:   g.proxyError,
 		ErrorLog:       slog.NewLogLogger(g.cfg.Logger.Handler(), slog.LevelWarn),
 	}
@@ -287,6 +296,12 @@ func (g *Gateway) configure(cfg Config) (asyncreply.Config, error) {
 	}
 	if err := cfg.Owner.check(); err != nil {
 		errs = append(errs, &ConfigError{"Owner", err})
+	}
+	if cfg.ProgressURL != "" {
+		if u, err := url.Parse(cfg.ProgressURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			errs = append(errs, &ConfigError{"ProgressURL", fmt.Errorf("%q must be an absolute http or https URL without query, e.g. http://127.0.0.1:8080", cfg.ProgressURL)})
+		}
+		cfg.ProgressURL = strings.TrimSuffix(cfg.ProgressURL, "/")
 	}
 	be := cfg.Backend
 	if be == nil {
@@ -424,45 +439,80 @@ func newTransport() *http.Transport {
 }
 
 // Handler returns the gateway's handler and starts executing operations.
+// Handler returns the gateway's handler and starts executing operations.
 // It may be called more than once and returns the same handler.
+//
+// Every request goes through asyncreply's Middleware, so that the
+// application may defer any of them (the handshake in deferral.go): a
+// request to an async route is deferred at once, with the route's options;
+// any other is forwarded with DeferrableHeader, its body kept up to the
+// request limit while it streams, and becomes an operation only if the
+// application answers with DeferHeader. A replay goes to the upstream
+// whatever this process's routes — a worker has none — since its options
+// were stored with it. Matching the async routes with their ServeMux, and
+// serving only what matched through it, keeps other requests unchanged: no
+// redirect to a cleaned path, no 405 in place of the upstream's.
 func (g *Gateway) Handler() http.Handler {
 	g.handlerOnce.Do(func() {
-		// First arrivals reach their route, which applies its options; a
-		// replay goes to the upstream whatever this process's routes — a
-		// worker has none — since its options were stored with it.
-		async := g.middleware.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		app := g.middleware.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, replay := asyncreply.OperationID(r.Context()); replay {
+				g.forwardReplay(w, r)
+				return
+			}
 			if route, pattern := g.async.Handler(r); pattern != "" {
 				route.ServeHTTP(w, r)
 				return
 			}
 			g.proxy.ServeHTTP(w, r)
 		}))
-		// Only the monitor URLs and the async routes go through asyncreply:
-		// other requests are proxied as they come, their bodies streamed
-		// rather than kept in case they are deferred. Matching with the mux
-		// first, and serving only what matched through it, keeps
-		// pass-through requests unchanged: no redirect to a cleaned path, no
-		// 405 in place of the upstream's.
 		g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, pattern := g.async.Handler(r)
-			if monitor := strings.HasPrefix(r.URL.Path, g.cfg.Prefix); pattern != "" || monitor {
-				if !monitor {
-					r = g.withoutSpoofable(r) // before it is recorded
-				}
-				if g.issuesOwnerCookie() {
-					w, r = g.bindOwnerCookie(w, r, monitor)
-				}
-				async.ServeHTTP(w, r)
+			monitor := strings.HasPrefix(r.URL.Path, g.cfg.Prefix)
+			if token, ok := progressToken(r.URL.Path, g.cfg.Prefix); ok {
+				g.progress.serveProgress(w, r, token)
 				return
 			}
-			if g.issuesOwnerCookie() {
-				g.issueOwnerCookie(w, r)
+			if !monitor {
+				r = g.withoutSpoofable(r) // before it is recorded
 			}
-			g.proxy.ServeHTTP(w, r)
+			if g.issuesOwnerCookie() {
+				_, pattern := g.async.Handler(r)
+				w, r = g.bindOwnerCookie(w, r, monitor, pattern != "")
+			}
+			app.ServeHTTP(w, r)
 		})
 	})
 	return g.handler
 }
+
+// ProgressHandler serves only the progress URLs of this process's replays
+// (ProgressHeader), for a process that replays without serving clients —
+// `asyncreply worker` — on a listener the upstream can reach. Handler
+// serves them too.
+func (g *Gateway) ProgressHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := progressToken(r.URL.Path, g.cfg.Prefix)
+		if !ok {
+			problem.Write(w, http.StatusNotFound, "Not Found", "This listener serves only the progress URLs of running replays.")
+			return
+		}
+		g.progress.serveProgress(w, r, token)
+	})
+}
+
+// forwardReplay forwards a replay to the upstream, with a progress URL valid
+// while it runs when Config.ProgressURL says where the upstream reaches
+// this process.
+func (g *Gateway) forwardReplay(w http.ResponseWriter, r *http.Request) {
+	if g.cfg.ProgressURL != "" {
+		token, end := g.progress.open(r.Context())
+		defer end()
+		r = r.WithContext(context.WithValue(r.Context(), progressTokenKey{}, token))
+	}
+	g.proxy.ServeHTTP(w, r)
+}
+
+// progressTokenKey is the context key of a replay's progress token.
+type progressTokenKey struct{}
 
 // issuesOwnerCookie reports whether Config.Owner is OwnerIssuedCookie.
 func (g *Gateway) issuesOwnerCookie() bool {
@@ -526,24 +576,56 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	}
 	if id, ok := asyncreply.OperationID(pr.In.Context()); ok {
 		pr.Out.Header.Set(OperationHeader, id)
+		if token, ok := pr.In.Context().Value(progressTokenKey{}).(string); ok {
+			pr.Out.Header.Set(ProgressHeader, g.cfg.ProgressURL+g.cfg.Prefix+progressPath+token)
+		}
+	} else {
+		pr.Out.Header.Set(DeferrableHeader, "1")
 	}
 }
 
-// guardReplayBody makes a replay whose upstream response breaks off — short
-// of its Content-Length, a chunked body without its last chunk, a reset
-// connection — fail with 502 instead of storing the part that arrived as the
-// answer. A client of the proxied request sees its connection aborted
-// (ReverseProxy panics with http.ErrAbortHandler under a server), but a
-// replay runs under no server, and there ReverseProxy only logs the error
-// and returns as if the response were whole.
-func (g *Gateway) guardReplayBody(resp *http.Response) error {
+// modifyResponse inspects every upstream answer before anything of it is
+// written. An answer with DeferHeader is the application deferring the
+// request: it becomes an error that proxyError, which has written nothing
+// yet, turns into the operation. No Asyncreply-* header of the upstream's
+// reaches a client or a stored response. And a replay whose upstream
+// response breaks off — short of its Content-Length, a chunked body without
+// its last chunk, a reset connection — fails with 502 instead of storing
+// the part that arrived as the answer: a client of a proxied request sees
+// its connection aborted (ReverseProxy panics with http.ErrAbortHandler
+// under a server), but a replay runs under no server, and there
+// ReverseProxy only logs the error and returns as if the response were
+// whole.
+func (g *Gateway) modifyResponse(resp *http.Response) error {
 	ctx := resp.Request.Context()
-	if id, replay := asyncreply.OperationID(ctx); replay && resp.StatusCode != http.StatusSwitchingProtocols {
+	id, replay := asyncreply.OperationID(ctx)
+	deferValue, deferred := resp.Header[DeferHeader]
+	stripHandshake(resp.Header)
+	if deferred && resp.StatusCode == http.StatusAccepted {
+		if replay {
+			return errDeferredReplay
+		}
+		opts, err := parseDeferral(strings.Join(deferValue, ", "))
+		if err != nil {
+			return &badDeferral{err}
+		}
+		return &deferral{opts}
+	}
+	if replay && resp.StatusCode != http.StatusSwitchingProtocols {
 		// An upgrade's body is the connection itself, which ReverseProxy
 		// needs unwrapped; a replay has no client to upgrade anyway.
 		resp.Body = &replayBody{ReadCloser: resp.Body, ctx: ctx, id: id, logger: g.cfg.Logger}
 	}
 	return nil
+}
+
+// stripHandshake removes every header of the handshake from h.
+func stripHandshake(h http.Header) {
+	for name := range h {
+		if handshakeHeader(name) {
+			delete(h, name)
+		}
+	}
 }
 
 // replayBody is an upstream response body read during a replay.
@@ -575,14 +657,15 @@ var clientInfoHeaders = []string{
 
 // spoofable reports whether the request header name, sent by a client (a
 // proxy of Config.TrustedProxies when trusted), is kept from the upstream:
-//   - any spelling of OperationHeader, which only the gateway sets;
+//   - any spelling of any header of the handshake (Asyncreply-*), which only
+//     the gateway sets;
 //   - one of clientInfoHeaders, unless trusted;
 //   - even from a trusted proxy, one of them spelled with underscores for
 //     dashes: no proxy sends that spelling, but Rack, WSGI and PHP read it
 //     as the header itself (X_Forwarded_Ssl and X-Forwarded-Ssl both become
 //     HTTP_X_FORWARDED_SSL), and a proxy may pass it on from its client.
 func spoofable(name string, trusted bool) bool {
-	if readsAs(name, OperationHeader) {
+	if handshakeHeader(name) {
 		return true
 	}
 	for _, info := range clientInfoHeaders {
@@ -610,6 +693,12 @@ func readsAs(name, want string) bool {
 		}
 	}
 	return true
+}
+
+// handshakeHeader reports whether a CGI-style server reads name as a header
+// of the handshake, one that begins with handshakePrefix.
+func handshakeHeader(name string) bool {
+	return len(name) > len(handshakePrefix) && readsAs(name[:len(handshakePrefix)], handshakePrefix)
 }
 
 func lowerASCII(c byte) byte {
@@ -645,6 +734,9 @@ func (g *Gateway) withoutSpoofable(r *http.Request) *http.Request {
 // proxyError answers a request the upstream did not: 502 problem+json, on
 // first arrival and on replay alike, where it becomes the stored response.
 func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if g.handshakeError(w, r, err) {
+		return
+	}
 	attrs := []any{"method", r.Method, "path", r.URL.Path, "error", err}
 	if id, ok := asyncreply.OperationID(r.Context()); ok {
 		attrs = append(attrs, "operation", id)
@@ -662,4 +754,34 @@ func (g *Gateway) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		return // a replay: the operation fails, as a synchronous call would have
 	}
 	problem.Write(w, status, title, detail)
+}
+
+// handshakeError answers the errors of modifyResponse that are the
+// handshake's, and reports whether err was one. A deferral makes the
+// request an operation, as an async route would; the answer the
+// application deferred with is dropped, cookies and all.
+func (g *Gateway) handshakeError(w http.ResponseWriter, r *http.Request, err error) bool {
+	var d *deferral
+	var bad *badDeferral
+	switch {
+	case errors.As(err, &d):
+		if !asyncreply.DeferWith(w, r, d.opts) {
+			// Every first arrival passes through the Middleware, so this is
+			// a response already started, which DeferWith has logged.
+			problem.Write(w, http.StatusBadGateway, "Bad Gateway", "The upstream application's deferral could not be followed.")
+		}
+	case errors.As(err, &bad):
+		g.cfg.Logger.Warn("gateway: the upstream answered with a malformed "+DeferHeader+" header; answering 502",
+			"method", r.Method, "path", r.URL.Path, "error", err)
+		problem.Write(w, http.StatusBadGateway, "Bad deferral",
+			"The upstream application deferred the request with a malformed "+DeferHeader+" header.")
+	case errors.Is(err, errDeferredReplay):
+		id, _ := asyncreply.OperationID(r.Context())
+		g.cfg.Logger.Warn("gateway: the upstream deferred a replay instead of running it; the operation fails with 502", "operation", id)
+		asyncreply.Fail(r.Context(), http.StatusBadGateway, "Bad Gateway",
+			"The upstream application deferred its replay instead of answering it.")
+	default:
+		return false
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -42,16 +43,29 @@ type bundle struct {
 // the upstream's URL unless it is already set.
 func setup(t *testing.T, upstream http.Handler, cfg gateway.Config) *bundle {
 	t.Helper()
+	return setupServing(t, upstream, cfg, httptest.NewUnstartedServer(nil))
+}
+
+// setupServing is setup with the gateway served by srv, not started yet,
+// whose address a Config may need (ProgressURL).
+func setupServing(t *testing.T, upstream http.Handler, cfg gateway.Config, srv *httptest.Server) *bundle {
+	t.Helper()
 	b := &bundle{upstream: httptest.NewServer(upstream)}
 	t.Cleanup(b.upstream.Close)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	if cfg.Upstream == "" {
 		cfg.Upstream = b.upstream.URL
 	}
 	gw, err := gateway.New(cfg)
 	if err != nil {
+		srv.Close()
 		t.Fatal(err)
 	}
-	b.gateway = httptest.NewServer(gw.Handler())
+	srv.Config.Handler = gw.Handler()
+	srv.Start()
+	b.gateway = srv
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -97,10 +111,10 @@ func (b *bundle) get(t *testing.T, rawURL string, header ...string) (*http.Respo
 
 // finalResponse polls an operation's monitor URL, long-polling instead of
 // sleeping, until it redirects, and returns what the redirect leads to.
-func (b *bundle) finalResponse(t *testing.T, monitor string) (*http.Response, string) {
+func (b *bundle) finalResponse(t *testing.T, monitor string, header ...string) (*http.Response, string) {
 	t.Helper()
 	for {
-		resp, body := b.get(t, monitor, "Prefer", "wait=10")
+		resp, body := b.get(t, monitor, append([]string{"Prefer", "wait=10"}, header...)...)
 		switch resp.StatusCode {
 		case http.StatusAccepted:
 			continue
@@ -113,7 +127,7 @@ func (b *bundle) finalResponse(t *testing.T, monitor string) (*http.Response, st
 			if err != nil {
 				t.Fatal(err)
 			}
-			return b.get(t, next.String())
+			return b.get(t, next.String(), header...)
 		default:
 			t.Fatalf("poll: %d %s", resp.StatusCode, body)
 		}

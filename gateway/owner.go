@@ -376,7 +376,7 @@ const ownerCookieLength = 22
 // submitted it. Two things make a client's operations converge on it:
 //
 //   - The gateway issues OwnerCookieName on every response to a client
-//     without one, pass-through included (issueOwnerCookie), so that the
+//     without one, pass-through included (bindOwnerCookie), so that the
 //     page a browser loads first gives it the cookie before its first
 //     asynchronous request, and every operation after is bound to that one
 //     value.
@@ -396,24 +396,17 @@ const ownerCookieLength = 22
 // second point above.
 const operationOwnerCookie = OwnerCookieName + "_op"
 
-// issueOwnerCookie gives OwnerCookieName to a client of a pass-through
-// request that has none; the upstream's own Set-Cookie headers are added
-// after it. A client that has the cookie costs nothing here.
-func (g *Gateway) issueOwnerCookie(w http.ResponseWriter, r *http.Request) {
-	if value, _ := cookieValue(r.Header, OwnerCookieName); !validOwnerValue(value) {
-		http.SetCookie(w, g.ownerCookie(r, OwnerCookieName, newOwnerValue(), "/"))
-	}
-}
-
-// bindOwnerCookie handles the "issue-cookie" mode for a request to an async
-// route or a monitor URL. It takes the gateway's cookies out of the request,
-// so that they are neither recorded nor replayed to the upstream, and puts
-// the owner value in the context for owner.principal: on a monitor request,
-// operationOwnerCookie's when the client has it, else OwnerCookieName's. A
-// client without OwnerCookieName gets a new one, and every submit gets it
-// again, so that it lives as long as the operations it binds; the returned
-// writer adds the operation's own cookie to a submit's answer.
-func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monitor bool) (http.ResponseWriter, *http.Request) {
+// bindOwnerCookie handles the "issue-cookie" mode for a request. It takes
+// the gateway's cookies out of the request, so that they are neither
+// recorded nor replayed to the upstream, and puts the owner value in the
+// context for owner.principal: on a monitor request, operationOwnerCookie's
+// when the client has it, else OwnerCookieName's. A client without
+// OwnerCookieName gets a new one; every request to an async route gets it
+// again, so that it lives as long as the operations it binds. Outside the
+// monitor URLs, where a request may become an operation (an async route,
+// or one the application defers), the returned writer adds the operation's
+// own cookie to the answer that names its monitor URL.
+func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monitor, asyncRoute bool) (http.ResponseWriter, *http.Request) {
 	value, found := cookieValue(r.Header, OwnerCookieName)
 	if !validOwnerValue(value) {
 		value = ""
@@ -423,7 +416,17 @@ func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monito
 		value = operationValue
 	}
 	if found || operationFound {
-		r = r.Clone(r.Context()) // the header is changed below, not the caller's
+		// The header is changed below, not the caller's: a copy of the map
+		// is enough, since stripCookie replaces the Cookie lines rather
+		// than editing them. This runs on every request that carries the
+		// cookie, pass-through included.
+		header := make(http.Header, len(r.Header))
+		for name, values := range r.Header {
+			header[name] = values
+		}
+		shallow := *r
+		shallow.Header = header
+		r = &shallow
 		stripCookie(r.Header, OwnerCookieName)
 		stripCookie(r.Header, operationOwnerCookie)
 	}
@@ -431,7 +434,7 @@ func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monito
 	if issued {
 		value = newOwnerValue()
 	}
-	if issued || !monitor {
+	if issued || asyncRoute {
 		http.SetCookie(w, g.ownerCookie(r, OwnerCookieName, value, "/"))
 	}
 	if !monitor {
@@ -559,6 +562,8 @@ func cookieValue(h http.Header, name string) (value string, found bool) {
 
 // stripCookie removes every cookie called name from h's Cookie headers,
 // leaving the others as they were.
+// stripCookie never edits h's Cookie lines in place: bindOwnerCookie
+// shares them with the caller's request.
 func stripCookie(h http.Header, name string) {
 	if _, found := cookieValue(h, name); !found {
 		return

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sort"
 	"strings"
@@ -129,6 +130,8 @@ type gatewayOptions struct {
 	acceptOnly     bool
 	inline         bool
 	timeouts       serverTimeouts
+	progressURL    string
+	progressListen string // worker only
 
 	maxQueued          int
 	maxQueuedPerOwner  int
@@ -203,6 +206,7 @@ response.
 	fs.IntVar(&o.maxWatches, "max-watches", gateway.DefaultMaxWatches, "most long-polls and event streams open at once, beyond which new ones get 503 and Retry-After")
 	fs.IntVar(&o.maxWatchesPerOwner, "max-watches-per-owner", gateway.DefaultMaxWatchesPerOwner, "most long-polls and event streams of one --owner open at once, beyond which its new ones get 429 and Retry-After")
 	fs.BoolVar(&o.inline, "inline", false, "development: execute each operation inside the request that submits it, with the same monitor URLs")
+	fs.StringVar(&o.progressURL, "progress-url", "", "scheme and host at which --upstream reaches this gateway, for the progress URLs replays carry (Asyncreply-Progress); when unset, --listen's address (loopback for 0.0.0.0)")
 	o.timeouts.addFlags(fs)
 	heartbeatFlag(fs, &o.heartbeat)
 	fs.acceptConfigFile()
@@ -215,6 +219,7 @@ var flagOf = map[string]string{
 	"Retention": "--retention", "Prefix": "--prefix", "PublicURL": "--public-url", "Owner": "--owner",
 	"Key": "--key", "AcceptOnly": "--accept-only", "Inline": "--inline",
 	"MaxWatches": "--max-watches", "MaxWatchesPerOwner": "--max-watches-per-owner",
+	"ProgressURL": "--progress-url",
 }
 
 // gatewayConfig turns the flags into a gateway.Config without a Backend,
@@ -242,6 +247,7 @@ func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, erro
 		Key:                o.key.value,
 		AcceptOnly:         o.acceptOnly,
 		Inline:             o.inline,
+		ProgressURL:        o.progressURL,
 	}
 	unopened := cfg
 	unopened.Backend = unopenedBackend{}
@@ -300,8 +306,19 @@ func flagError(err error) error {
 
 func runGateway(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	if _, err := gatewayConfig(o, logger); err != nil { // before listening
+		return usageFailure(stderr, "gateway", err)
+	}
+	// Listening comes first: the progress URLs name the address.
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "asyncreply gateway: --listen: %v\n", err)
+		return exitFailure
+	}
+	o.progressURL = cmp.Or(o.progressURL, localURL(ln.Addr()))
 	gw, err := newGateway(ctx, o, logger)
 	if err != nil {
+		ln.Close()
 		return usageFailure(stderr, "gateway", err)
 	}
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -309,12 +326,6 @@ func runGateway(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 		logger.Warn("the upstream does not answer yet; requests get 502 until it does", "upstream", o.upstream, "error", err)
 	}
 	cancel()
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		shutdownGateway(gw, logger)
-		fmt.Fprintf(stderr, "asyncreply gateway: --listen: %v\n", err)
-		return exitFailure
-	}
 	logger.Info("asyncreply gateway listening", "url", "http://"+ln.Addr().String(), "upstream", o.upstream, "async", o.async.values)
 	return serve(ctx, ln, gw, o.timeouts, logger)
 }
@@ -323,7 +334,12 @@ func runGateway(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 // server first, so that requests in flight can still submit, then the
 // gateway.
 func serve(ctx context.Context, ln net.Listener, gw *gateway.Gateway, timeouts serverTimeouts, logger *slog.Logger) int {
-	srv := newServer(gw.Handler(), timeouts, logger)
+	return serveHandler(ctx, ln, gw.Handler(), gw, timeouts, logger)
+}
+
+// serveHandler is serve with the handler h of gw's to serve.
+func serveHandler(ctx context.Context, ln net.Listener, h http.Handler, gw *gateway.Gateway, timeouts serverTimeouts, logger *slog.Logger) int {
+	srv := newServer(h, timeouts, logger)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	code := exitOK
@@ -343,6 +359,20 @@ func serve(ctx context.Context, ln net.Listener, gw *gateway.Gateway, timeouts s
 		logger.Warn("running operations were handed back unfinished", "error", err)
 	}
 	return code
+}
+
+// localURL is the URL of a listener's address for a process on the same
+// machine: a listener on every address (0.0.0.0, [::]) is reached on
+// loopback.
+func localURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 func shutdownGateway(gw *gateway.Gateway, logger *slog.Logger) {
@@ -372,6 +402,9 @@ with a postgres:// backend.
 	fs.IntVar(&o.concurrency, "concurrency", gateway.DefaultConcurrency, "most replays running against the upstream at once from this worker")
 	fs.Var(&o.key, "key", "the gateways' `key`, to read the requests they recorded (prefer ASYNCREPLY_KEY)")
 	heartbeatFlag(fs, &o.heartbeat)
+	fs.StringVar(&o.progressListen, "progress-listen", "127.0.0.1:0", "`address` serving only the progress URLs of this worker's replays (Asyncreply-Progress); empty: none, and replays carry no progress URL")
+	fs.StringVar(&o.progressURL, "progress-url", "", "scheme and host at which --upstream reaches --progress-listen, when not the listener's own address (another machine, a proxy)")
+	o.timeouts.addFlags(fs)
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -388,15 +421,35 @@ func heartbeatFlag(fs *command, heartbeat *time.Duration) {
 // may finish within shutdownTimeout, the others go back to the queue.
 func runWorker(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	gw, err := newGateway(ctx, o, logger)
-	if err != nil {
+	if _, err := gatewayConfig(o, logger); err != nil { // before listening
 		return usageFailure(stderr, "worker", err)
 	}
-	gw.Handler() // starts executing; nothing is served
-	logger.Info("asyncreply worker executing operations", "backend", o.backend, "upstream", o.upstream, "concurrency", o.concurrency)
-	<-ctx.Done()
-	shutdownGateway(gw, logger)
-	return exitOK
+	var progress net.Listener
+	if o.progressListen != "" {
+		var err error
+		if progress, err = net.Listen("tcp", o.progressListen); err != nil {
+			fmt.Fprintf(stderr, "asyncreply worker: --progress-listen: %v\n", err)
+			return exitFailure
+		}
+		o.progressURL = cmp.Or(o.progressURL, localURL(progress.Addr()))
+	} else {
+		o.progressURL = ""
+	}
+	gw, err := newGateway(ctx, o, logger)
+	if err != nil {
+		if progress != nil {
+			progress.Close()
+		}
+		return usageFailure(stderr, "worker", err)
+	}
+	gw.Handler() // starts executing
+	logger.Info("asyncreply worker executing operations", "backend", o.backend, "upstream", o.upstream, "concurrency", o.concurrency, "progress_url", o.progressURL)
+	if progress == nil {
+		<-ctx.Done()
+		shutdownGateway(gw, logger)
+		return exitOK
+	}
+	return serveHandler(ctx, progress, gw.ProgressHandler(), gw, o.timeouts, logger)
 }
 
 type migrateOptions struct{ backend string }

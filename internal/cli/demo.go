@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"html"
 	"io"
@@ -71,21 +73,22 @@ func runDemo(ctx context.Context, o *demoOptions, stdout, stderr io.Writer) int 
 		<-appDone
 	}()
 
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "asyncreply demo: --listen: %v\n", err)
+		return exitFailure
+	}
 	gw, err := newGateway(ctx, &gatewayOptions{
 		upstream:    "http://" + appListener.Addr().String(),
 		async:       routeList{list[gateway.Route]{values: []gateway.Route{{Pattern: "GET /reports/{id}"}}}},
 		backend:     "sqlite://" + filepath.Join(dir, "asyncreply.db"),
 		concurrency: gateway.DefaultConcurrency,
 		key:         keyFlag{demoKey()},
+		progressURL: localURL(ln.Addr()),
 	}, logger)
 	if err != nil {
+		ln.Close()
 		fmt.Fprintf(stderr, "asyncreply demo: %v\n", err)
-		return exitFailure
-	}
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		shutdownGateway(gw, logger)
-		fmt.Fprintf(stderr, "asyncreply demo: --listen: %v\n", err)
 		return exitFailure
 	}
 	base := "http://" + ln.Addr().String()
@@ -107,8 +110,9 @@ Press Ctrl-C to stop.
 	return serve(ctx, ln, gw, o.timeouts, logger)
 }
 
-// demoApp is the example upstream: an application that knows nothing of
-// asyncreply. Its report takes delay to build.
+// demoApp is the example upstream: an application that knows of asyncreply
+// only the progress URL a replay carries, where it reports how far its
+// report has got. The report takes delay to build, in ten steps.
 func demoApp(delay time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -118,10 +122,18 @@ func demoApp(delay time.Duration) http.Handler {
 	})
 	mux.HandleFunc("GET /reports/{id}", func(w http.ResponseWriter, r *http.Request) {
 		started := time.Now()
-		select {
-		case <-time.After(delay):
-		case <-r.Context().Done():
-			return
+		const steps = 10
+		tick := time.NewTicker(max(delay/steps, time.Millisecond))
+		defer tick.Stop()
+		for step := 1; step <= steps; step++ {
+			select {
+			case <-tick.C:
+			case <-r.Context().Done():
+				return
+			}
+			if step < steps {
+				reportProgress(r, step*100/steps, fmt.Sprintf("building section %d of %d", step+1, steps))
+			}
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, `<!doctype html><title>Report %[1]s</title><h1>Report %[1]s</h1>
@@ -138,4 +150,26 @@ func demoKey() []byte {
 	key := make([]byte, 32)
 	rand.Read(key)
 	return key
+}
+
+// progressClient posts the demo application's progress; a report that
+// takes longer than a second is dropped, as progress is advisory.
+var progressClient = &http.Client{Timeout: time.Second}
+
+// reportProgress tells the gateway how far the replay of r has got, at the
+// URL it gave the replay, as any application may.
+func reportProgress(r *http.Request, percent int, message string) {
+	url := r.Header.Get(gateway.ProgressHeader)
+	if url == "" {
+		return // not a replay, or a gateway that takes no progress
+	}
+	body, _ := json.Marshal(map[string]any{"percent": percent, "message": message})
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := progressClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
 }
