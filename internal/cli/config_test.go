@@ -160,9 +160,6 @@ func TestReadmeConfigFiles(t *testing.T) {
 			t.Errorf("README yaml example %d: %v", i+1, err)
 			continue
 		}
-		if len(o.async.values) == 0 {
-			t.Errorf("README yaml example %d has no async routes", i+1)
-		}
 		if _, err := gatewayConfig(o, nil); err != nil {
 			t.Errorf("README yaml example %d: %v", i+1, err)
 		}
