@@ -143,7 +143,6 @@ func (m *Middleware) serveStatus(w http.ResponseWriter, r *http.Request, id stri
 	if !op.Status.Done() {
 		w.Header().Set("Retry-After", m.retryAfter)
 	}
-	w.Header().Set("Content-Type", "application/json")
 	m.writeJSONStatus(w, r, op, links, http.StatusOK)
 }
 
