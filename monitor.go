@@ -153,15 +153,12 @@ func (m *Middleware) serveResponse(w http.ResponseWriter, r *http.Request, id st
 	if !ok {
 		return
 	}
-	switch op.Status {
-	case backend.Succeeded:
-		m.writeResponse(w, r, op, true)
-	case backend.Failed:
-		m.writeFailure(w, r, op)
-	default:
+	if !op.Status.Done() {
 		writeProblem(w, http.StatusNotFound, "Response not ready",
 			"The operation has not finished yet; poll its status URL until it redirects here.")
+		return
 	}
+	m.writeOutcome(w, r, op, true)
 }
 
 // serveDelete cancels and forgets the operation: a running handler's context
@@ -192,12 +189,18 @@ func (m *Middleware) serveDelete(w http.ResponseWriter, r *http.Request, id stri
 // this is the application's own URL), or the failure. It counts as the
 // response's first read: its Set-Cookie is delivered here, not again.
 func (m *Middleware) writeFinished(w http.ResponseWriter, r *http.Request, op *backend.Operation) {
+	m.writeOutcome(w, r, op, false)
+}
+
+// writeOutcome writes a done operation's outcome: the stored response (as
+// the /response resource when atMonitor), or the failure.
+func (m *Middleware) writeOutcome(w http.ResponseWriter, r *http.Request, op *backend.Operation, atMonitor bool) {
 	switch op.Status {
 	case backend.Succeeded:
-		m.writeResponse(w, r, op, false)
+		m.writeResponse(w, r, op, atMonitor)
 	case backend.Failed:
 		m.writeFailure(w, r, op)
-	default:
+	default: // canceled: gone
 		writeNotFound(w)
 	}
 }

@@ -129,15 +129,11 @@ func (m *Middleware) store(w http.ResponseWriter, r *http.Request, recorded *rec
 	cancel()
 	switch {
 	case errors.Is(err, backend.ErrOwnerQueueFull):
-		m.cfg.Logger.Info("asyncreply: an owner has too many operations waiting to run; answering 429", "method", r.Method, "path", r.URL.Path, "error", err)
-		w.Header().Set("Retry-After", m.retryAfter)
-		writeProblem(w, http.StatusTooManyRequests, "Too many operations waiting",
+		m.refuseQueued(w, r, http.StatusTooManyRequests, err,
 			"You have as many operations waiting to run as one caller may; this one was not accepted. Retry once some have started.")
 		return nil, false, false
 	case errors.Is(err, backend.ErrQueueFull):
-		m.cfg.Logger.Info("asyncreply: too many operations waiting to run; answering 503", "method", r.Method, "path", r.URL.Path, "error", err)
-		w.Header().Set("Retry-After", m.retryAfter)
-		writeProblem(w, http.StatusServiceUnavailable, "Too many operations waiting",
+		m.refuseQueued(w, r, http.StatusServiceUnavailable, err,
 			"The server has as many operations waiting to run as it holds; this one was not accepted. Retry later.")
 		return nil, false, false
 	case err != nil:
@@ -154,6 +150,16 @@ func (m *Middleware) store(w http.ResponseWriter, r *http.Request, recorded *rec
 		m.cfg.Logger.Info("asyncreply: operation accepted", "operation", id, "method", r.Method, "path", r.URL.Path)
 	}
 	return stored, created, true
+}
+
+// refuseQueued answers a request the backend refused to store because too
+// many operations wait to run (admission control): status is 429 for the
+// requester's own bound, 503 for the server's, both with Retry-After.
+func (m *Middleware) refuseQueued(w http.ResponseWriter, r *http.Request, status int, err error, detail string) {
+	m.cfg.Logger.Info("asyncreply: too many operations waiting to run; refusing a new one",
+		"status", status, "method", r.Method, "path", r.URL.Path, "error", err)
+	w.Header().Set("Retry-After", m.retryAfter)
+	writeProblem(w, status, "Too many operations waiting", detail)
 }
 
 // idempotencyScope is what an Idempotency-Key is prefixed with before it

@@ -46,15 +46,6 @@ func (s Status) Done() bool {
 	return s == Succeeded || s == Failed || s == Canceled
 }
 
-// Valid reports whether s is one of the five defined statuses.
-func (s Status) Valid() bool {
-	switch s {
-	case NotStarted, Running, Succeeded, Failed, Canceled:
-		return true
-	}
-	return false
-}
-
 // Operation is one asynchronous request: the recorded request, where its
 // execution stands, and, once finished, its outcome.
 type Operation struct {

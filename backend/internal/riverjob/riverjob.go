@@ -71,8 +71,7 @@ type Worker struct {
 	river.WorkerDefaults[Args]
 
 	mu       sync.RWMutex
-	execute  backend.ExecuteFunc
-	started  bool // the River client was started, so Stop must stop it
+	execute  backend.ExecuteFunc // set once the River client started: Stop must stop it
 	stopping atomic.Bool
 	complete func(ctx context.Context, id string, outcome backend.Outcome) (bool, error)
 
@@ -192,6 +191,9 @@ type Client interface {
 // on client: it sets the function that runs them and starts client, which
 // runs until Stop. It returns an error if called before.
 func (w *Worker) Start(ctx context.Context, client Client, execute backend.ExecuteFunc) error {
+	if execute == nil {
+		return errors.New("an ExecuteFunc is required to start executing")
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.execute != nil {
@@ -206,7 +208,7 @@ func (w *Worker) Start(ctx context.Context, client Client, execute backend.Execu
 	if err := client.Start(context.WithoutCancel(ctx)); err != nil {
 		return fmt.Errorf("starting River: %w", err)
 	}
-	w.execute, w.started = execute, true
+	w.execute = execute
 	beatCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.stopBeating, w.beatingEnded = cancel, make(chan struct{})
 	go w.beat(beatCtx)
@@ -283,7 +285,7 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[Args]) error {
 // cancel.
 func (w *Worker) Stop(ctx context.Context, client Client) error {
 	w.mu.RLock()
-	started := w.started
+	started := w.execute != nil
 	w.mu.RUnlock()
 	if !started {
 		return nil
