@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 )
 
 // trackingWriter wraps the client's ResponseWriter on first arrival so that
@@ -52,15 +53,34 @@ func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 // recordingBody replaces the request body on first arrival. It passes reads
 // through and keeps a copy, up to a limit, so that a handler may read some of
 // the body before calling Defer and the replay still gets all of it.
+//
+// The reader may be another goroutine than the one that defers: a reverse
+// proxy's transport goes on sending the body to the upstream after the
+// upstream has answered, and the gateway defers on that answer. So reads
+// and finish take turns under mu, and once finish has begun the reader is
+// told the body is gone: every byte is read once, by one of them, and kept
+// in order.
 type recordingBody struct {
-	src      io.ReadCloser
+	src io.ReadCloser
+
+	mu       sync.Mutex
 	buf      bytes.Buffer
 	limit    int64
 	overflow bool // more than limit bytes were read
 	eof      bool // the handler read it all: nothing is left to read
+	finished bool // finish has taken the body over
 }
 
+// errBodyTaken is what a reader still reading gets once the request was
+// deferred: the rest of the body belongs to the recording.
+var errBodyTaken = errors.New("asyncreply: the request was deferred; its body is being recorded")
+
 func (b *recordingBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.finished {
+		return 0, errBodyTaken
+	}
 	n, err := b.src.Read(p)
 	b.keep(p[:n])
 	if err == io.EOF {
@@ -87,6 +107,9 @@ var errBodyTooLarge = errors.New("request body too large")
 
 // finish reads what the handler left unread and returns the whole body.
 func (b *recordingBody) finish() ([]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.finished = true
 	if !b.overflow && !b.eof { // a handler may have closed a body it read to the end
 		// Read one byte past the limit to tell "exactly at" from "over".
 		rest := io.LimitReader(b.src, b.limit-int64(b.buf.Len())+1)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -260,4 +261,45 @@ func (l *lockedLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// An application may defer before it has read the body (Puma and the Node
+// module read it first; another server may not). The gateway's copy must
+// still be the whole body, byte for byte: what the proxy's transport read
+// before the deferral, and the rest, read from the client after it.
+func TestDeferralBeforeTheBodyIsRead(t *testing.T) {
+	t.Parallel()
+	replayed := make(chan []byte, 1)
+	b := setup(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(gateway.OperationHeader) != "" {
+			body, _ := io.ReadAll(r.Body)
+			replayed <- body
+			return
+		}
+		w.Header().Set(gateway.DeferHeader, "1")
+		w.WriteHeader(http.StatusAccepted) // before reading anything
+	}), gateway.Config{})
+
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	pr, pw := io.Pipe()
+	go func() {
+		for chunk := range slices.Chunk(payload, 64<<10) {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, err := http.NewRequest(http.MethodPost, b.gateway.URL+"/upload", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(len(payload))
+	resp, body := b.do(t, req)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("answer = %d %s, want 202", resp.StatusCode, body)
+	}
+	if got := testwait.Recv(t, replayed, "the replay"); !bytes.Equal(got, payload) {
+		t.Errorf("the replay got %d bytes, want the %d sent, byte for byte", len(got), len(payload))
+	}
 }
