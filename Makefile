@@ -7,7 +7,9 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: ci deps lint test js rails bench
 
-ci: lint test js rails
+# js before test: its npm ci installs the Express that the end-to-end
+# tests' Express application (e2e/testdata/express) loads.
+ci: lint js test rails
 
 # The test suites' own dependencies from Debian: Rails and Puma for the
 # end-to-end tests (e2e/) and the Rails gem (clients/rails, whose progress

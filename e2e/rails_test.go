@@ -1,10 +1,13 @@
 // Package e2e_test runs the asyncreply gateway binary in front of a real
 // Rails application (testdata/rails/config.ru, served by puma), as a user
 // would deploy it: separate processes talking HTTP, a SQLite file on disk,
-// and SIGKILL for a crash.
+// and SIGKILL for a crash. Applications that defer requests themselves, a
+// Rails one with the gem and an Express one, are in deferral_test.go.
 //
 // The tests need Debian's ruby-rails and puma packages (`make deps` installs
-// them). Without them they skip, except in CI (CI set), where they fail.
+// them), and node with clients/js/node_modules (`cd clients/js && npm ci`)
+// for the Express application. Without them they skip, except in CI (CI
+// set), where they fail.
 package e2e_test
 
 import (
@@ -331,9 +334,16 @@ func TestRailsRestart(t *testing.T) {
 var pumaListening = regexp.MustCompile(`Listening on (http://\S+)`)
 
 // startRails serves testdata/rails/config.ru with puma on a free port and
-// returns its URL once the application answers. Puma gets Rails' default of
-// five threads.
+// returns its URL once the application answers.
 func startRails(t *testing.T) string {
+	t.Helper()
+	return startPuma(t, "rails")
+}
+
+// startPuma serves testdata/<app>/config.ru with puma on a free port and
+// returns its URL once the application answers /ping. Puma gets Rails'
+// default of five threads.
+func startPuma(t *testing.T, app string) string {
 	t.Helper()
 	puma := requireCommand(t, "puma", "apt-get install ruby-rails puma")
 	ruby := requireCommand(t, "ruby", "apt-get install ruby-rails puma")
@@ -343,7 +353,7 @@ func startRails(t *testing.T) string {
 		}
 		t.Skipf("Rails cannot be loaded (%v); apt-get install ruby-rails puma to run this test", err)
 	}
-	dir, err := filepath.Abs(filepath.Join("testdata", "rails"))
+	dir, err := filepath.Abs(filepath.Join("testdata", app))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,27 +408,41 @@ func submitReport(client *http.Client, gateway, id string) (string, time.Duratio
 	if err != nil {
 		return "", 0, err
 	}
+	a, err := submit(client, req)
+	return a.location, a.elapsed, err
+}
+
+// accepted is the gateway's 202 to a request that became an operation.
+type accepted struct {
+	location string        // the monitor URL
+	elapsed  time.Duration // how long the request took
+	header   http.Header
+}
+
+// submit sends req, which must become an operation, and returns the 202.
+func submit(client *http.Client, req *http.Request) (accepted, error) {
+	what := req.Method + " " + req.URL.RequestURI()
 	start := time.Now()
 	resp, err := client.Do(req)
 	elapsed := time.Since(start)
 	if err != nil {
-		return "", 0, fmt.Errorf("GET /reports/%s: %w", id, err)
+		return accepted{}, fmt.Errorf("%s: %w", what, err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		return "", 0, fmt.Errorf("GET /reports/%s: %d %s, want 202", id, resp.StatusCode, body)
+		return accepted{}, fmt.Errorf("%s: %d %s, want 202", what, resp.StatusCode, body)
 	}
 	location, err := resp.Location()
 	if err != nil {
-		return "", 0, fmt.Errorf("GET /reports/%s: 202 without a monitor URL: %w", id, err)
+		return accepted{}, fmt.Errorf("%s: 202 without a monitor URL: %w", what, err)
 	}
-	return location.String(), elapsed, nil
+	return accepted{location.String(), elapsed, resp.Header}, nil
 }
 
 // awaitStatus polls the operation at location until its status document
-// says status, for at most startLimit.
-func awaitStatus(client *http.Client, location, status string) error {
+// says one of statuses, for at most startLimit.
+func awaitStatus(client *http.Client, location string, statuses ...string) error {
 	deadline := time.Now().Add(startLimit)
 	var doc struct{ Status string }
 	for time.Now().Before(deadline) {
@@ -431,12 +455,12 @@ func awaitStatus(client *http.Client, location, status string) error {
 		if err != nil {
 			return fmt.Errorf("status of %s: %d: %w", location, resp.StatusCode, err)
 		}
-		if doc.Status == status {
+		if slices.Contains(statuses, doc.Status) {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: status %q after %v, want %q", location, doc.Status, startLimit, status)
+	return fmt.Errorf("%s: status %q after %v, want %q", location, doc.Status, startLimit, statuses)
 }
 
 // response is what get read.
