@@ -92,7 +92,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 const mainUsage = `asyncreply — asynchronous responses in front of any HTTP application
 
 Usage:
-  asyncreply gateway --upstream URL --async PATTERN [flags]   the reverse proxy
+  asyncreply gateway --upstream URL [--async PATTERN] [flags] the reverse proxy
   asyncreply worker --upstream URL --backend URL [flags]      executes operations only
   asyncreply demo [flags]                                     try it in one command
   asyncreply migrate [--backend URL]                          create or update a durable backend's tables
@@ -166,12 +166,17 @@ func (o *gatewayOptions) check(parseErr error, upstream string) (*gatewayOptions
 
 func gatewayCommand(help io.Writer) (*command, *gatewayOptions) {
 	o := &gatewayOptions{}
-	fs := newCommand("gateway", help, `Usage: asyncreply gateway --upstream URL --async PATTERN [flags]
+	fs := newCommand("gateway", help, `Usage: asyncreply gateway --upstream URL [--async PATTERN] [flags]
 
 A reverse proxy to --upstream in which the routes matching an --async pattern
 answer 202 Accepted at once and are replayed to the upstream by a worker; the
 client polls the monitor URL until it is redirected to the response. Every
-other route is proxied unchanged (streaming, SSE and WebSocket included).
+other route is proxied unchanged (streaming, SSE and WebSocket included),
+and the application may defer any request itself: it answers 202 with
+Asyncreply-Defer: 1 (the Rails gem's respond_to_async and render async:,
+the Node package's res.deferAsync), and the gateway makes it an operation
+as for an --async route. Replays carry Asyncreply-Operation, and
+Asyncreply-Progress, where the application may POST its progress.
 
 --owner binds each operation to its caller, so that its monitor URL is a 404
 for anyone else. MODE is one of:
