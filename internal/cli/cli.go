@@ -549,7 +549,7 @@ func (c *command) acceptConfigFile() {
 func (c *command) parse(args []string, getenv func(string) string) error {
 	fs := c.FlagSet
 	if fs.Lookup(configFlag) != nil {
-		if path := configPath(args, getenv); path != "" {
+		if path := configPath(fs, args, getenv); path != "" {
 			if err := c.applyConfigFile(path); err != nil {
 				return err
 			}

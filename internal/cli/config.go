@@ -37,25 +37,32 @@ const configFlag = "config"
 
 // configPath finds --config in args, else in the environment: the file is
 // read before the flags, which override it.
-func configPath(args []string, getenv func(string) string) string {
+func configPath(fs *flag.FlagSet, args []string, getenv func(string) string) string {
 	for i := 0; i < len(args); i++ {
 		arg := args[i]
 		if arg == "--" || !strings.HasPrefix(arg, "-") {
 			break
 		}
 		name, value, hasValue := strings.Cut(strings.TrimLeft(arg, "-"), "=")
-		if name != configFlag {
-			continue
+		if name == configFlag {
+			if hasValue {
+				return value
+			}
+			if i+1 < len(args) {
+				return args[i+1]
+			}
+			break
 		}
-		if hasValue {
-			return value
-		}
-		if i+1 < len(args) {
-			return args[i+1]
+		// A flag given its value as the next argument ("--upstream URL")
+		// is read past it, as package flag does: the value is not the end
+		// of the flags.
+		if f := fs.Lookup(name); f != nil && !hasValue && !isBoolFlag(f) {
+			i++
 		}
 	}
 	return getenv(envName(configFlag))
 }
+
 
 // applyConfigFile sets c's flags from the YAML file at path.
 func (c *command) applyConfigFile(path string) error {

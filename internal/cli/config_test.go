@@ -79,6 +79,16 @@ func TestConfigFile(t *testing.T) {
 		}
 	})
 
+	t.Run("found after flags with values of their own", func(t *testing.T) {
+		o, err := parseGateway([]string{"--inline", "--upstream", "http://127.0.0.1:4000", "--config", path}, env(nil), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.owner != "upstream:/whoami" || o.upstream != "http://127.0.0.1:4000" || !o.inline {
+			t.Errorf("owner %q upstream %q inline %t: want the file's owner, the command line's upstream and inline", o.owner, o.upstream, o.inline)
+		}
+	})
+
 	t.Run("a worker reads the same file", func(t *testing.T) {
 		o, err := parseWorker([]string{"--config=" + path}, env(nil), io.Discard)
 		if err != nil {

@@ -105,6 +105,7 @@ func interspersed(fs *flag.FlagSet, args []string) (flags, positional []string) 
 	return flags, positional
 }
 
+// isBoolFlag reports whether f takes no value, as package flag decides.
 func isBoolFlag(f *flag.Flag) bool {
 	b, ok := f.Value.(interface{ IsBoolFlag() bool })
 	return ok && b.IsBoolFlag()
