@@ -86,8 +86,12 @@ func serve() int {
 const runningIn = "running in process "
 
 // reexecutionLimit is how soon after a killed process's restart the
-// operations it was running must run again.
-const reexecutionLimit = 2 * time.Second
+// operations it was running must run again. The heartbeat rule alone
+// would take six missed beats and a sweep, about 45 s at the defaults;
+// knowing the process dead at start takes well under a second on a quiet
+// machine (the tests log it). The limit sits between the two with room for
+// a loaded one, so that it fails on the heartbeat path, not on a busy CI.
+const reexecutionLimit = 10 * time.Second
 
 var client = &http.Client{
 	Timeout:       30 * time.Second,
