@@ -758,6 +758,34 @@ func (b *Backend) List(ctx context.Context, q backend.ListQuery) (backend.ListPa
 	if err != nil {
 		return backend.ListPage{}, fmt.Errorf("sqlite: list: %w", err)
 	}
+	db, release, err := b.database()
+	if err != nil {
+		return backend.ListPage{}, fmt.Errorf("sqlite: list: %w", err)
+	}
+	defer release()
+	statement, args := listStatement(q, cursor, paging)
+	rows, err := db.QueryContext(ctx, statement, args...)
+	if err != nil {
+		return backend.ListPage{}, translate(fmt.Errorf("sqlite: list: %w", err))
+	}
+	defer rows.Close()
+	var ops []*backend.Operation
+	for rows.Next() {
+		op, err := scanOperation(rows)
+		if err != nil {
+			return backend.ListPage{}, translate(fmt.Errorf("sqlite: list: %w", err))
+		}
+		ops = append(ops, op)
+	}
+	if err := rows.Err(); err != nil {
+		return backend.ListPage{}, translate(fmt.Errorf("sqlite: list: %w", err))
+	}
+	return listing.Page(q, ops), nil
+}
+
+// listStatement is the query and arguments of List, a page and one more
+// operation, after cursor when paging.
+func listStatement(q backend.ListQuery, cursor listing.Cursor, paging bool) (string, []any) {
 	where, args := visible(q.Owner, q.AnyOwner, q.Now)
 	statuses := listing.Statuses(q)
 	where += " AND status IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(statuses)), ", ") + ")"
@@ -777,30 +805,8 @@ func (b *Backend) List(ctx context.Context, q backend.ListQuery) (backend.ListPa
 		args = append(args, micros(cursor.CreatedAt), cursor.ID)
 	}
 	args = append(args, listing.PageSize(q)+1)
-
-	db, release, err := b.database()
-	if err != nil {
-		return backend.ListPage{}, fmt.Errorf("sqlite: list: %w", err)
-	}
-	defer release()
-	rows, err := db.QueryContext(ctx, "SELECT "+listedColumns+" FROM asyncreply_operation WHERE "+where+
-		" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
-	if err != nil {
-		return backend.ListPage{}, translate(fmt.Errorf("sqlite: list: %w", err))
-	}
-	defer rows.Close()
-	var ops []*backend.Operation
-	for rows.Next() {
-		op, err := scanOperation(rows)
-		if err != nil {
-			return backend.ListPage{}, translate(fmt.Errorf("sqlite: list: %w", err))
-		}
-		ops = append(ops, op)
-	}
-	if err := rows.Err(); err != nil {
-		return backend.ListPage{}, translate(fmt.Errorf("sqlite: list: %w", err))
-	}
-	return listing.Page(q, ops), nil
+	return "SELECT " + listedColumns + " FROM asyncreply_operation WHERE " + where +
+		" ORDER BY created_at DESC, id DESC LIMIT ?", args
 }
 
 // CountByStatus implements backend.Lister.
