@@ -1,7 +1,7 @@
 // Package backend defines the seam between asyncreply and the stores that keep
 // and execute operations: the [Backend] interface, the [Operation] record it
-// stores, and the sentinel errors every implementation translates its native
-// errors into.
+// stores, the optional interfaces [Local] and [Lister], and the sentinel
+// errors every implementation translates its native errors into.
 //
 // The package is a leaf: it imports nothing from asyncreply, so backends in
 // other modules can implement it without cycles. The conformance suite in
@@ -260,10 +260,10 @@ type Lister interface {
 	// by CreatedAt descending, ties broken by ID descending (bytewise). The
 	// page token encodes the (CreatedAt, ID) of the last operation returned,
 	// so that paging stays correct while operations are created and swept:
-	// an operation created after the first page was read is never listed by
-	// later pages (it is newer than every cursor), none older is skipped or
-	// repeated, and a token stays valid when the operation it points past
-	// has been swept. Listed operations carry no Request or Response bytes:
+	// an operation created after the first page was read is newer than
+	// every cursor, and so listed by a fresh listing only; none older is
+	// skipped or repeated; and a token stays valid when the operation it
+	// points past has been swept. Listed operations carry no Request or Response bytes:
 	// a list loads neither bodies nor credentials. A PageToken that this
 	// backend did not return for the same query (same Owner, AnyOwner,
 	// Statuses and creation bounds) is refused with ErrBadPageToken.
@@ -302,7 +302,8 @@ type ListQuery struct {
 	// Defaults to the zero time: no lower bound.
 	CreatedAfter time.Time
 	// CreatedBefore lists only operations created strictly before it.
-	// Defaults to the zero time: no upper bound.
+	// Defaults to the zero time: no upper bound. Both bounds are compared
+	// at the precision the backend keeps (microseconds for a database).
 	CreatedBefore time.Time
 	// PageSize is the most operations one page holds, at most MaxPageSize
 	// (a larger value is taken as MaxPageSize). Defaults to DefaultPageSize
