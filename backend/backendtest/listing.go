@@ -125,8 +125,8 @@ func testListPagesEachOperationOnceNewestFirst(t *testing.T, b backend.Backend, 
 	}
 }
 
-// A page size of zero is the default one, and a page that ends exactly at
-// the last operation may or may not say so, but the next then is empty.
+// A page size of zero is the default one, and the last page has no next
+// page token.
 func testListDefaultPageSize(t *testing.T, b backend.Backend, l backend.Lister) {
 	owner := "owner-" + newID()
 	ops := createListed(t, b, owner, now(), backend.DefaultPageSize+1)
