@@ -1,7 +1,7 @@
 // Package backend defines the seam between asyncreply and the stores that keep
 // and execute operations: the [Backend] interface, the [Operation] record it
-// stores, and the sentinel errors every implementation translates its native
-// errors into.
+// stores, the optional interfaces [Local] and [Lister], and the sentinel
+// errors every implementation translates its native errors into.
 //
 // The package is a leaf: it imports nothing from asyncreply, so backends in
 // other modules can implement it without cycles. The conformance suite in
@@ -246,6 +246,95 @@ func IsLocal(b Backend) bool {
 	return ok && l.Local()
 }
 
+// Lister is an optional interface of a Backend that lists and counts the
+// operations it keeps, for a caller's own list of operations and an
+// operator's dashboard. Everything else works with a backend that does not
+// implement it; only listing is then unavailable. A wrapper that embeds the
+// Backend interface hides it, and should forward it.
+//
+// What is listed and counted is what a client could still poll: an
+// operation is left out once it is expired (judged at the query's Now) or
+// canceled, whether or not a sweep has removed it yet.
+type Lister interface {
+	// List returns one page of the operations that match q, newest first:
+	// by CreatedAt descending, ties broken by ID descending (bytewise). The
+	// page token encodes the (CreatedAt, ID) of the last operation returned,
+	// so that paging stays correct while operations are created and swept:
+	// an operation created after the first page was read is newer than
+	// every cursor, and so listed by a fresh listing only; none older is
+	// skipped or repeated; and a token stays valid when the operation it
+	// points past has been swept. Listed operations carry no Request or Response bytes:
+	// a list loads neither bodies nor credentials. A PageToken that this
+	// backend did not return for the same query (same Owner, AnyOwner,
+	// Statuses and creation bounds) is refused with ErrBadPageToken.
+	List(ctx context.Context, q ListQuery) (ListPage, error)
+
+	// CountByStatus counts the operations that match q, by status. The map
+	// has a key for each of NotStarted, Running, Succeeded and Failed, zero
+	// included, and never for Canceled.
+	CountByStatus(ctx context.Context, q CountQuery) (map[Status]int, error)
+}
+
+// Page sizes of ListQuery.
+const (
+	// DefaultPageSize is the page size of a ListQuery that sets none.
+	DefaultPageSize = 50
+	// MaxPageSize is the largest page List returns; a larger PageSize is
+	// taken as MaxPageSize, so that one call cannot make a backend load an
+	// unbounded number of rows.
+	MaxPageSize = 1000
+)
+
+// ListQuery selects the operations Lister.List returns.
+type ListQuery struct {
+	// Owner is the owner whose operations are listed, compared exactly: ""
+	// lists the operations created without an owner, never those of an
+	// owner. Ignored when AnyOwner is set.
+	Owner string
+	// AnyOwner lists the operations of every owner, as an operator sees
+	// them. Defaults to false: only Owner's.
+	AnyOwner bool
+	// Statuses lists only operations in one of these statuses. Canceled
+	// operations are never listed, whatever it says. Defaults to every
+	// status.
+	Statuses []Status
+	// CreatedAfter lists only operations created strictly after it.
+	// Defaults to the zero time: no lower bound.
+	CreatedAfter time.Time
+	// CreatedBefore lists only operations created strictly before it.
+	// Defaults to the zero time: no upper bound. Both bounds are compared
+	// at the precision the backend keeps (microseconds for a database).
+	CreatedBefore time.Time
+	// PageSize is the most operations one page holds, at most MaxPageSize
+	// (a larger value is taken as MaxPageSize). Defaults to DefaultPageSize
+	// when zero or negative.
+	PageSize int
+	// PageToken is the NextPageToken of the previous page of the same
+	// query. Defaults to "": the first page.
+	PageToken string
+	// Now is when expiry is judged: operations expired at Now are not
+	// listed. Required, as every time a backend is given.
+	Now time.Time
+}
+
+// ListPage is one page of a listing.
+type ListPage struct {
+	// Operations are newest first, without Request or Response.
+	Operations []*Operation
+	// NextPageToken is the PageToken of the next page, "" when this page is
+	// the last.
+	NextPageToken string
+}
+
+// CountQuery selects the operations Lister.CountByStatus counts: those of
+// Owner (exactly, "" being the operations without an owner) or, with
+// AnyOwner, of every owner; neither expired at Now nor canceled.
+type CountQuery struct {
+	Owner    string
+	AnyOwner bool
+	Now      time.Time
+}
+
 var (
 	// ErrNotFound: no operation has that ID (or it has been swept).
 	ErrNotFound = errors.New("operation not found")
@@ -257,6 +346,9 @@ var (
 	ErrCanceled = errors.New("operation canceled")
 	// ErrShutdown is the cause of an execution context canceled by Stop.
 	ErrShutdown = errors.New("backend shutting down")
+	// ErrBadPageToken: a ListQuery's PageToken is malformed, or was
+	// returned for another query.
+	ErrBadPageToken = errors.New("invalid page token")
 )
 
 // Admission control: a backend may bound the operations waiting to run

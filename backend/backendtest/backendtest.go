@@ -13,6 +13,9 @@
 // A backend that bounds the operations waiting to run also runs
 // [RunBounded], whose factory is given the bounds to make it with.
 //
+// The rules of the optional [backend.Lister] run inside Run, and are skipped
+// when the backend does not implement it.
+//
 // When the contract in package backend changes, this suite changes first.
 package backendtest
 
@@ -93,6 +96,18 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 	t.Run("Sweep", func(t *testing.T) {
 		t.Parallel()
 		r.rule(t, "DeletesExactlyTheExpired", testSweepDeletesExactlyTheExpired)
+	})
+	t.Run("List", func(t *testing.T) {
+		t.Parallel()
+		r.listerRule(t, "PagesEachOperationOnceNewestFirst", testListPagesEachOperationOnceNewestFirst)
+		r.listerRule(t, "DefaultPageSize", testListDefaultPageSize)
+		r.listerRule(t, "CreatesDuringPagingAppearOnlyOnAFreshListing", testListCreatesDuringPagingAppearOnlyOnAFreshListing)
+		r.listerRule(t, "SweepBetweenPagesKeepsTheToken", testListSweepBetweenPagesKeepsTheToken)
+		r.listerRule(t, "OwnerIsolation", testListOwnerIsolation)
+		r.listerRule(t, "FiltersByStatusAndCreationTime", testListFiltersByStatusAndCreationTime)
+		r.listerRule(t, "LeavesOutExpiredAndCanceled", testListLeavesOutExpiredAndCanceled)
+		r.listerRule(t, "CountByStatus", testCountByStatus)
+		r.listerRule(t, "BadPageTokenIsRefused", testListBadPageTokenIsRefused)
 	})
 	t.Run("Watch", func(t *testing.T) {
 		t.Parallel()

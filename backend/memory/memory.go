@@ -23,11 +23,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/internal/admission"
+	"github.com/asyncreply/asyncreply/backend/internal/listing"
 	"github.com/asyncreply/asyncreply/backend/internal/watch"
 )
 
@@ -107,6 +110,7 @@ type idempotencyKey struct{ owner, key string }
 var (
 	_ backend.Backend = (*Backend)(nil)
 	_ backend.Local   = (*Backend)(nil)
+	_ backend.Lister  = (*Backend)(nil)
 )
 
 // New returns an empty memory backend. It executes nothing until Start.
@@ -294,6 +298,53 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 		swept++
 	}
 	return swept, nil
+}
+
+// List implements backend.Lister. It visits every operation the backend
+// holds, under the lock that Create and the workers take: the memory
+// backend keeps no index, and holds few enough operations (those of one
+// process, within their retention) for a scan to be cheap.
+func (b *Backend) List(ctx context.Context, q backend.ListQuery) (backend.ListPage, error) {
+	cursor, paging, err := listing.DecodeToken(q)
+	if err != nil {
+		return backend.ListPage{}, fmt.Errorf("memory: list: %w", err)
+	}
+	statuses := listing.Statuses(q)
+	b.mu.Lock()
+	var ops []*backend.Operation
+	for _, op := range b.ops {
+		if listable(op, q.Owner, q.AnyOwner, q.Now) && slices.Contains(statuses, op.Status) &&
+			(q.CreatedAfter.IsZero() || op.CreatedAt.After(q.CreatedAfter)) &&
+			(q.CreatedBefore.IsZero() || op.CreatedAt.Before(q.CreatedBefore)) &&
+			(!paging || cursor.Before(op.CreatedAt, op.ID)) {
+			ops = append(ops, clone(op))
+		}
+	}
+	b.mu.Unlock()
+	slices.SortFunc(ops, func(x, y *backend.Operation) int {
+		return cmp.Or(y.CreatedAt.Compare(x.CreatedAt), strings.Compare(y.ID, x.ID))
+	})
+	return listing.Page(q, ops[:min(len(ops), listing.PageSize(q)+1)]), nil
+}
+
+// CountByStatus implements backend.Lister, visiting every operation as List
+// does.
+func (b *Backend) CountByStatus(ctx context.Context, q backend.CountQuery) (map[backend.Status]int, error) {
+	counts := listing.Counts()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, op := range b.ops {
+		if listable(op, q.Owner, q.AnyOwner, q.Now) {
+			counts[op.Status]++
+		}
+	}
+	return counts, nil
+}
+
+// listable reports whether a listing of owner's (or anyOwner's) operations
+// at now shows op.
+func listable(op *backend.Operation, owner string, anyOwner bool, now time.Time) bool {
+	return (anyOwner || op.Owner == owner) && op.Status != backend.Canceled && !op.Expired(now)
 }
 
 // Watch implements backend.Backend.

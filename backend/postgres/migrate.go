@@ -51,6 +51,13 @@ var migrations = []string{
 
 	// The operations waiting to run, counted by Create when it bounds them.
 	`CREATE INDEX ON {{.operation}} (owner) WHERE status = 'NotStarted';`,
+
+	// Listings, newest first: an owner's, and an operator's of every owner,
+	// each walked backwards from the page token's (created_at, id). IDs
+	// compare bytewise (COLLATE "C"), as in every backend, whatever the
+	// database's collation.
+	`CREATE INDEX ON {{.operation}} (owner, created_at, id COLLATE "C");
+	CREATE INDEX ON {{.operation}} (created_at, id COLLATE "C");`,
 }
 
 // Migrate applies asyncreply's and River's migrations to schema (which it

@@ -31,6 +31,7 @@ import (
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/internal/admission"
 	"github.com/asyncreply/asyncreply/backend/internal/groupcommit"
+	"github.com/asyncreply/asyncreply/backend/internal/listing"
 	"github.com/asyncreply/asyncreply/backend/internal/riverjob"
 	"github.com/asyncreply/asyncreply/backend/internal/watch"
 )
@@ -124,7 +125,10 @@ type Backend struct {
 	stopOnce     sync.Once
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend = (*Backend)(nil)
+	_ backend.Lister  = (*Backend)(nil)
+)
 
 // New returns a backend on cfg.Pool, migrating its schema first unless
 // cfg.SkipMigrations is set. It starts listening for changes at once, so
@@ -615,6 +619,86 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 			return deleted, nil
 		}
 	}
+}
+
+// listedColumns are columns with NULL for the request and the response,
+// which a listing does not load.
+const listedColumns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
+	attempt, NULL::bytea, NULL::bytea, failure_status, failure_title, failure_detail,
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
+
+// List implements backend.Lister, walking the index on (owner, created_at,
+// id) (or, for every owner, on (created_at, id)) backwards from the page
+// token.
+func (b *Backend) List(ctx context.Context, q backend.ListQuery) (backend.ListPage, error) {
+	cursor, paging, err := listing.DecodeToken(q)
+	if err != nil {
+		return backend.ListPage{}, fmt.Errorf("postgres: list: %w", err)
+	}
+	statement, args := b.listStatement(q, cursor, paging)
+	rows, err := b.pool.Query(ctx, statement, args...)
+	if err != nil {
+		return backend.ListPage{}, translate(fmt.Errorf("postgres: list: %w", err))
+	}
+	ops, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*backend.Operation, error) { return scanOperation(row) })
+	if err != nil {
+		return backend.ListPage{}, translate(fmt.Errorf("postgres: list: %w", err))
+	}
+	return listing.Page(q, ops), nil
+}
+
+// listStatement is the query and arguments of List, a page and one more
+// operation, after cursor when paging.
+func (b *Backend) listStatement(q backend.ListQuery, cursor listing.Cursor, paging bool) (string, []any) {
+	where, args := visible(q.Owner, q.AnyOwner, q.Now)
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	where += " AND status = ANY(" + arg(listing.Statuses(q)) + "::text[])"
+	if !q.CreatedAfter.IsZero() {
+		where += " AND created_at > " + arg(q.CreatedAfter)
+	}
+	if !q.CreatedBefore.IsZero() {
+		where += " AND created_at < " + arg(q.CreatedBefore)
+	}
+	if paging {
+		where += ` AND (created_at, id COLLATE "C") < (` + arg(cursor.CreatedAt) + ", " + arg(cursor.ID) + ")"
+	}
+	return "SELECT " + listedColumns + " FROM " + b.names.operation + " WHERE " + where +
+		` ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT ` + arg(listing.PageSize(q)+1), args
+}
+
+// CountByStatus implements backend.Lister.
+func (b *Backend) CountByStatus(ctx context.Context, q backend.CountQuery) (map[backend.Status]int, error) {
+	where, args := visible(q.Owner, q.AnyOwner, q.Now)
+	rows, err := b.pool.Query(ctx, "SELECT status, count(*) FROM "+b.names.operation+" WHERE "+where+" GROUP BY status", args...)
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: count by status: %w", err))
+	}
+	counts := listing.Counts()
+	var status backend.Status
+	var n int
+	if _, err := pgx.ForEachRow(rows, []any{&status, &n}, func() error {
+		counts[status] = n
+		return nil
+	}); err != nil {
+		return nil, translate(fmt.Errorf("postgres: count by status: %w", err))
+	}
+	return counts, nil
+}
+
+// visible is the condition, and its arguments ($1 on), of the operations a
+// listing or a count of owner's (or anyOwner's) shows at now: neither
+// canceled nor expired.
+func visible(owner string, anyOwner bool, now time.Time) (where string, args []any) {
+	where = "status <> 'Canceled' AND (expires_at IS NULL OR expires_at > $1)"
+	args = []any{now}
+	if !anyOwner {
+		where += " AND owner = $2"
+		args = append(args, owner)
+	}
+	return where, args
 }
 
 // sweepBatch bounds the expired operations one statement deletes, so that

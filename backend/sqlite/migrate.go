@@ -76,6 +76,11 @@ var migrations = []string{
 	// The operations waiting to run, counted by Create when it bounds them.
 	`CREATE INDEX asyncreply_operation_waiting ON asyncreply_operation (owner)
 		WHERE status = 'NotStarted';`,
+
+	// Listings, newest first: an owner's, and an operator's of every owner.
+	// SQLite walks either backwards from the page token's (created_at, id).
+	`CREATE INDEX asyncreply_operation_owner_created ON asyncreply_operation (owner, created_at, id);
+	CREATE INDEX asyncreply_operation_created ON asyncreply_operation (created_at, id);`,
 }
 
 // Migrate applies River's migrations and asyncreply's to db, which must have

@@ -54,6 +54,7 @@ import (
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/internal/admission"
 	"github.com/asyncreply/asyncreply/backend/internal/groupcommit"
+	"github.com/asyncreply/asyncreply/backend/internal/listing"
 	"github.com/asyncreply/asyncreply/backend/internal/riverjob"
 	"github.com/asyncreply/asyncreply/backend/internal/watch"
 )
@@ -148,7 +149,10 @@ type Backend struct {
 	stopOnce   sync.Once
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend = (*Backend)(nil)
+	_ backend.Lister  = (*Backend)(nil)
+)
 
 // Open opens the database file at path as the backend uses it: a WAL
 // journal, so that reading never waits for writing; transactions that take
@@ -739,6 +743,111 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
 	return int(n), nil
+}
+
+// listedColumns are columns with NULL for the request and the response,
+// which a listing does not load.
+const listedColumns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
+	attempt, NULL, NULL, failure_status, failure_title, failure_detail,
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
+
+// List implements backend.Lister, walking asyncreply_operation_owner_created
+// (or, for every owner, asyncreply_operation_created) from the page token.
+func (b *Backend) List(ctx context.Context, q backend.ListQuery) (backend.ListPage, error) {
+	cursor, paging, err := listing.DecodeToken(q)
+	if err != nil {
+		return backend.ListPage{}, fmt.Errorf("sqlite: list: %w", err)
+	}
+	db, release, err := b.database()
+	if err != nil {
+		return backend.ListPage{}, fmt.Errorf("sqlite: list: %w", err)
+	}
+	defer release()
+	statement, args := listStatement(q, cursor, paging)
+	rows, err := db.QueryContext(ctx, statement, args...)
+	if err != nil {
+		return backend.ListPage{}, translate(fmt.Errorf("sqlite: list: %w", err))
+	}
+	defer rows.Close()
+	var ops []*backend.Operation
+	for rows.Next() {
+		op, err := scanOperation(rows)
+		if err != nil {
+			return backend.ListPage{}, translate(fmt.Errorf("sqlite: list: %w", err))
+		}
+		ops = append(ops, op)
+	}
+	if err := rows.Err(); err != nil {
+		return backend.ListPage{}, translate(fmt.Errorf("sqlite: list: %w", err))
+	}
+	return listing.Page(q, ops), nil
+}
+
+// listStatement is the query and arguments of List, a page and one more
+// operation, after cursor when paging.
+func listStatement(q backend.ListQuery, cursor listing.Cursor, paging bool) (string, []any) {
+	where, args := visible(q.Owner, q.AnyOwner, q.Now)
+	statuses := listing.Statuses(q)
+	where += " AND status IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(statuses)), ", ") + ")"
+	for _, s := range statuses {
+		args = append(args, string(s))
+	}
+	if !q.CreatedAfter.IsZero() {
+		where += " AND created_at > ?"
+		args = append(args, micros(q.CreatedAfter))
+	}
+	if !q.CreatedBefore.IsZero() {
+		where += " AND created_at < ?"
+		args = append(args, micros(q.CreatedBefore))
+	}
+	if paging {
+		where += " AND (created_at, id) < (?, ?)"
+		args = append(args, micros(cursor.CreatedAt), cursor.ID)
+	}
+	args = append(args, listing.PageSize(q)+1)
+	return "SELECT " + listedColumns + " FROM asyncreply_operation WHERE " + where +
+		" ORDER BY created_at DESC, id DESC LIMIT ?", args
+}
+
+// CountByStatus implements backend.Lister.
+func (b *Backend) CountByStatus(ctx context.Context, q backend.CountQuery) (map[backend.Status]int, error) {
+	where, args := visible(q.Owner, q.AnyOwner, q.Now)
+	db, release, err := b.database()
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: count by status: %w", err)
+	}
+	defer release()
+	rows, err := db.QueryContext(ctx, "SELECT status, count(*) FROM asyncreply_operation WHERE "+where+" GROUP BY status", args...)
+	if err != nil {
+		return nil, translate(fmt.Errorf("sqlite: count by status: %w", err))
+	}
+	defer rows.Close()
+	counts := listing.Counts()
+	for rows.Next() {
+		var status backend.Status
+		var n int
+		if err := rows.Scan(&status, &n); err != nil {
+			return nil, translate(fmt.Errorf("sqlite: count by status: %w", err))
+		}
+		counts[status] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(fmt.Errorf("sqlite: count by status: %w", err))
+	}
+	return counts, nil
+}
+
+// visible is the condition, and its arguments, of the operations a listing
+// or a count of owner's (or anyOwner's) shows at now: neither canceled nor
+// expired.
+func visible(owner string, anyOwner bool, now time.Time) (where string, args []any) {
+	where = "status <> 'Canceled' AND (expires_at IS NULL OR expires_at > ?)"
+	args = []any{micros(now)}
+	if !anyOwner {
+		where = "owner = ? AND " + where
+		args = append([]any{owner}, args...)
+	}
+	return where, args
 }
 
 // reschedule gives a new job to every unfinished operation whose job was
