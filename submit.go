@@ -30,7 +30,9 @@ func (m *Middleware) deferToOperation(w http.ResponseWriter, r *http.Request, st
 		return false
 	}
 	st.answered = true
-	m.accept(w, st, opts)
+	answer := &statusRecorder{ResponseWriter: w}
+	m.accept(answer, st, opts)
+	m.metrics.observeSubmit(r.Pattern, answer.code)
 	return true
 }
 
