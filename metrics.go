@@ -12,33 +12,8 @@ import (
 	"github.com/asyncreply/asyncreply/backend"
 )
 
-// The metrics a Middleware registers with Config.Registerer. They count
-// what this process sees: several processes sharing a backend each count
-// their own, and Prometheus sums them.
-//
-//	asyncreply_operations_accepted_total{route, result, code}
-//	    Requests deferred to an operation, by the route pattern the
-//	    handler was reached through (r.Pattern at Defer, "" without one),
-//	    by result ("accepted" when answered with an operation, also one an
-//	    Idempotency-Key found again; "refused" otherwise) and by the HTTP
-//	    status answered (202, or 200/303 when the answer was ready within
-//	    the wait; 413, 429, 503… for refusals).
-//	asyncreply_operations_completed_total{status, code}
-//	    Operations finished by this process, by status ("Succeeded",
-//	    "Failed") and, for Failed, the failure's HTTP status ("504" for a
-//	    timeout; "" for Succeeded). An attempt that lost the race to store
-//	    its outcome is not counted.
-//	asyncreply_operation_queue_wait_seconds
-//	    Histogram: from an operation's creation to its first execution.
-//	asyncreply_operation_run_duration_seconds
-//	    Histogram: from an execution's start to its outcome being stored.
-//	asyncreply_operation_duration_seconds
-//	    Histogram: from creation to the outcome being stored (end to end).
-//	asyncreply_replays_in_flight
-//	    Gauge: recorded requests being replayed through the application now.
-//	asyncreply_watches_open
-//	    Gauge: long-polls and event streams open now (Config.MaxWatches
-//	    bounds it).
+// metrics are the Middleware's Prometheus collectors; MetricsHandler
+// documents each.
 type metrics struct {
 	accepted      *prometheus.CounterVec
 	completed     *prometheus.CounterVec
@@ -123,6 +98,33 @@ func (mt *metrics) observeCompleted(op *backend.Operation, outcome backend.Outco
 // prometheus.Gatherer (a *prometheus.Registry is both), and the private
 // registry when Config.Registerer is nil; a Registerer that cannot be
 // gathered is served by whoever created it, and MetricsHandler answers 404.
+//
+// The metrics count what this process sees: several processes sharing a
+// backend each count their own, and Prometheus sums them.
+//
+//	asyncreply_operations_accepted_total{route, result, code}
+//	    Requests deferred to an operation, by the route pattern the
+//	    handler was reached through (r.Pattern at Defer, "" without one),
+//	    by result ("accepted" when answered with an operation, also one an
+//	    Idempotency-Key found again; "refused" otherwise) and by the HTTP
+//	    status answered (202, or 200/303 when the answer was ready within
+//	    the wait; 413, 429, 503… for refusals).
+//	asyncreply_operations_completed_total{status, code}
+//	    Operations finished by this process, by status ("Succeeded",
+//	    "Failed") and, for Failed, the failure's HTTP status ("504" for a
+//	    timeout; "" for Succeeded). An attempt that lost the race to store
+//	    its outcome is not counted.
+//	asyncreply_operation_queue_wait_seconds
+//	    Histogram: from an operation's creation to its first execution.
+//	asyncreply_operation_run_duration_seconds
+//	    Histogram: from an execution's start to its outcome being stored.
+//	asyncreply_operation_duration_seconds
+//	    Histogram: from creation to the outcome being stored (end to end).
+//	asyncreply_replays_in_flight
+//	    Gauge: recorded requests being replayed through the application now.
+//	asyncreply_watches_open
+//	    Gauge: long-polls and event streams open now (Config.MaxWatches
+//	    bounds it).
 func (m *Middleware) MetricsHandler() http.Handler {
 	g, ok := m.cfg.Registerer.(prometheus.Gatherer)
 	if !ok {
