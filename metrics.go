@@ -1,6 +1,8 @@
 package asyncreply
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -22,6 +24,7 @@ type metrics struct {
 	totalDuration prometheus.Histogram
 	replays       prometheus.Gauge
 	watchesOpen   prometheus.Gauge
+	backendErrors *prometheus.CounterVec
 }
 
 // durationBuckets span a fast handler (10 ms) to the default Timeout
@@ -53,8 +56,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "asyncreply_watches_open",
 			Help: "Long-polls and event streams open now.",
 		}),
+		backendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "asyncreply_backend_errors_total",
+			Help: "Calls to the backend that failed, by method.",
+		}, []string{"method"}),
 	}
-	for _, c := range []prometheus.Collector{mt.accepted, mt.completed, mt.queueWait, mt.runDuration, mt.totalDuration, mt.replays, mt.watchesOpen} {
+	for _, c := range []prometheus.Collector{mt.accepted, mt.completed, mt.queueWait, mt.runDuration, mt.totalDuration, mt.replays, mt.watchesOpen, mt.backendErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
@@ -125,6 +132,11 @@ func (mt *metrics) observeCompleted(op *backend.Operation, outcome backend.Outco
 //	asyncreply_watches_open
 //	    Gauge: long-polls and event streams open now (Config.MaxWatches
 //	    bounds it).
+//	asyncreply_backend_errors_total{method}
+//	    Calls to the backend that failed, by method ("Create", "Get"…):
+//	    the store unreachable or too slow. The answers a backend gives in
+//	    the ordinary course — not found, already finished, canceled, queue
+//	    full — are not errors and are not counted.
 func (m *Middleware) MetricsHandler() http.Handler {
 	g, ok := m.cfg.Registerer.(prometheus.Gatherer)
 	if !ok {
@@ -159,3 +171,95 @@ func (w *statusRecorder) Write(p []byte) (int, error) {
 }
 
 func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countingBackend is the Middleware's backend, counting its failed calls by
+// method (asyncreply_backend_errors_total). Methods the contract gains
+// later pass through uncounted until they are added here.
+type countingBackend struct {
+	backend.Backend
+	errors *prometheus.CounterVec
+}
+
+// count counts err unless it is one of the contract's ordinary answers, or
+// the caller's own cancellation.
+func (b countingBackend) count(method string, err error) {
+	if err == nil {
+		return
+	}
+	for _, answer := range []error{backend.ErrNotFound, backend.ErrFinished, backend.ErrCanceled,
+		backend.ErrShutdown, backend.ErrQueueFull, backend.ErrOwnerQueueFull, context.Canceled} {
+		if errors.Is(err, answer) {
+			return
+		}
+	}
+	b.errors.WithLabelValues(method).Inc()
+}
+
+// Local forwards backend.Local, which embedding would hide.
+func (b countingBackend) Local() bool { return backend.IsLocal(b.Backend) }
+
+func (b countingBackend) Create(ctx context.Context, op *backend.Operation) (*backend.Operation, bool, error) {
+	stored, created, err := b.Backend.Create(ctx, op)
+	b.count("Create", err)
+	return stored, created, err
+}
+
+func (b countingBackend) Get(ctx context.Context, id string) (*backend.Operation, error) {
+	op, err := b.Backend.Get(ctx, id)
+	b.count("Get", err)
+	return op, err
+}
+
+func (b countingBackend) MarkRunning(ctx context.Context, id string, at time.Time) (*backend.Operation, error) {
+	op, err := b.Backend.MarkRunning(ctx, id, at)
+	b.count("MarkRunning", err)
+	return op, err
+}
+
+func (b countingBackend) SetProgress(ctx context.Context, id string, progress backend.Progress, at time.Time) error {
+	err := b.Backend.SetProgress(ctx, id, progress, at)
+	b.count("SetProgress", err)
+	return err
+}
+
+func (b countingBackend) Complete(ctx context.Context, id string, outcome backend.Outcome) (bool, error) {
+	won, err := b.Backend.Complete(ctx, id, outcome)
+	b.count("Complete", err)
+	return won, err
+}
+
+func (b countingBackend) Cancel(ctx context.Context, id string, at time.Time) error {
+	err := b.Backend.Cancel(ctx, id, at)
+	b.count("Cancel", err)
+	return err
+}
+
+func (b countingBackend) MarkCollected(ctx context.Context, id string, at time.Time) (bool, error) {
+	first, err := b.Backend.MarkCollected(ctx, id, at)
+	b.count("MarkCollected", err)
+	return first, err
+}
+
+func (b countingBackend) Sweep(ctx context.Context, now time.Time) (int, error) {
+	n, err := b.Backend.Sweep(ctx, now)
+	b.count("Sweep", err)
+	return n, err
+}
+
+func (b countingBackend) Watch(ctx context.Context, id string) (<-chan struct{}, func(), error) {
+	changes, stop, err := b.Backend.Watch(ctx, id)
+	b.count("Watch", err)
+	return changes, stop, err
+}
+
+func (b countingBackend) Start(ctx context.Context, execute backend.ExecuteFunc) error {
+	err := b.Backend.Start(ctx, execute)
+	b.count("Start", err)
+	return err
+}
+
+func (b countingBackend) Stop(ctx context.Context) error {
+	err := b.Backend.Stop(ctx)
+	b.count("Stop", err)
+	return err
+}

@@ -195,3 +195,36 @@ func TestMetricsRegisterer(t *testing.T) {
 		t.Errorf("New with a Registerer already used = %v, want a ConfigError for Registerer", err)
 	}
 }
+
+// A store that cannot be reached is counted by method; the answers a
+// backend gives in the ordinary course (an unknown operation) are not.
+func TestMetricsBackendErrors(t *testing.T) {
+	t.Parallel()
+	store := &flakyBackend{Backend: memory.New(memory.Config{})}
+	b := setup(t, asyncreply.Config{Backend: store}, route("GET /reports/{id}", asyncreply.Async(text("report"))))
+	_, monitor := b.submit(t, http.MethodGet, "/reports/1", "")
+	b.finish(t, monitor)
+	if r := b.do(t, http.MethodGet, asyncreply.DefaultPrefix+"AAAAAAAAAAAAAAAAAAAAAA", ""); r.code != http.StatusNotFound {
+		t.Fatalf("unknown operation = %s, want 404", r)
+	}
+
+	store.down.Store(true)
+	if r := b.do(t, http.MethodGet, "/reports/2", ""); r.code != http.StatusServiceUnavailable {
+		t.Fatalf("submit with the store down = %s, want 503", r)
+	}
+	if r := b.do(t, http.MethodGet, monitor, ""); r.code != http.StatusServiceUnavailable {
+		t.Fatalf("poll with the store down = %s, want 503", r)
+	}
+	families := scrape(t, b.ar.MetricsHandler())
+	for _, c := range []struct {
+		method string
+		want   float64
+	}{{"Create", 1}, {"Get", 1}, {"MarkRunning", 0}} {
+		if got := metricValue(families, "asyncreply_backend_errors_total", "method", c.method); got != c.want {
+			t.Errorf("asyncreply_backend_errors_total{method=%q} = %v, want %v", c.method, got, c.want)
+		}
+	}
+	if got := metricValue(families, "asyncreply_operations_accepted_total", "route", "GET /reports/{id}", "result", "refused", "code", "503"); got != 1 {
+		t.Errorf("refused 503 = %v, want 1", got)
+	}
+}

@@ -57,6 +57,7 @@ func New(cfg Config) (*Middleware, error) {
 	if err != nil {
 		return nil, &ConfigError{Field: "Registerer", Err: err}
 	}
+	cfg.Backend = countingBackend{Backend: cfg.Backend, errors: mt.backendErrors}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	var publicPath string
 	if cfg.PublicURL != "" {
