@@ -148,29 +148,36 @@ func (m *Middleware) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
 }
 
-// statusRecorder remembers the status a submit was answered with, for
-// asyncreply_operations_accepted_total. It keeps Unwrap, so that
-// http.ResponseController reaches the writer underneath.
-type statusRecorder struct {
+// submitCounter counts a submit's answer in
+// asyncreply_operations_accepted_total as its status is written: before
+// the client can read it, so that a scrape after the answer sees it. It
+// keeps Unwrap, so that http.ResponseController reaches the writer
+// underneath.
+type submitCounter struct {
 	http.ResponseWriter
-	code int
+	metrics *metrics
+	route   string
+	counted bool
 }
 
-func (w *statusRecorder) WriteHeader(code int) {
-	if w.code == 0 && code >= http.StatusOK {
-		w.code = code
-	}
+func (w *submitCounter) WriteHeader(code int) {
+	w.count(code)
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusRecorder) Write(p []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
+func (w *submitCounter) Write(p []byte) (int, error) {
+	w.count(http.StatusOK)
 	return w.ResponseWriter.Write(p)
 }
 
-func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *submitCounter) count(code int) {
+	if !w.counted && code >= http.StatusOK {
+		w.counted = true
+		w.metrics.observeSubmit(w.route, code)
+	}
+}
+
+func (w *submitCounter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // countingBackend is the Middleware's backend, counting its failed calls by
 // method (asyncreply_backend_errors_total). Methods the contract gains

@@ -1,6 +1,7 @@
 package asyncreply_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -85,7 +86,8 @@ func TestMetrics(t *testing.T) {
 		<-r.Context().Done()
 	}), asyncreply.RouteOptions{Timeout: time.Millisecond}))
 	// One worker and one place in the queue: a held replay and one
-	// operation waiting fill it.
+	// operation waiting fill it. One worker also orders the counts: an
+	// operation starts once the one before has been counted completed.
 	be := memory.New(memory.Config{Concurrency: 1, MaxQueued: 1})
 	b := setup(t, asyncreply.Config{Backend: be, MaxRequestBytes: 4}, mux)
 	metrics := b.ar.MetricsHandler()
@@ -150,6 +152,13 @@ func TestMetrics(t *testing.T) {
 		if r := b.finish(t, monitor); r.code != http.StatusSeeOther {
 			t.Fatalf("%s = %s, want 303", monitor, r)
 		}
+	}
+	// An outcome is counted once stored, a moment after a poll may see it;
+	// Shutdown waits for the worker to return.
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := b.shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 	after := scrape(t, metrics)
 	for _, c := range []struct {

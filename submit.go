@@ -30,9 +30,7 @@ func (m *Middleware) deferToOperation(w http.ResponseWriter, r *http.Request, st
 		return false
 	}
 	st.answered = true
-	answer := &statusRecorder{ResponseWriter: w}
-	m.accept(answer, st, opts)
-	m.metrics.observeSubmit(r.Pattern, answer.code)
+	m.accept(&submitCounter{ResponseWriter: w, metrics: m.metrics, route: r.Pattern}, st, opts)
 	return true
 }
 
