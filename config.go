@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/memory"
 )
@@ -150,6 +152,13 @@ type Config struct {
 	// Defaults to slog.Default().
 	Logger *slog.Logger
 
+	// Registerer receives the Middleware's metrics (see MetricsHandler for
+	// the list). Two Middlewares given the same Registerer collide, and New
+	// refuses the second. Pass prometheus.DefaultRegisterer to add them to
+	// the process's global registry. Defaults to a new registry of the
+	// Middleware's own, which MetricsHandler serves.
+	Registerer prometheus.Registerer
+
 	// now is the clock, replaced in tests.
 	now func() time.Time
 }
@@ -239,6 +248,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.MaxWatchesPerOwner = cmp.Or(cfg.MaxWatchesPerOwner, DefaultMaxWatchesPerOwner)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
 	}
 	if cfg.Backend == nil {
 		cfg.Backend = memory.New(memory.Config{})

@@ -19,14 +19,18 @@ var errTimeout = errors.New("operation timed out")
 // and returns an error only when the attempt was abandoned and should be
 // handed back to the backend.
 func (m *Middleware) execute(ctx context.Context, id string) error {
-	op, err := m.cfg.Backend.MarkRunning(ctx, id, m.cfg.now())
+	started := m.cfg.now()
+	op, err := m.cfg.Backend.MarkRunning(ctx, id, started)
 	if errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrFinished) {
 		return nil // canceled, or finished by an earlier attempt
 	}
 	if err != nil {
 		return fmt.Errorf("asyncreply: starting operation %s: %w", id, err)
 	}
+	m.metrics.observeStarted(op, started)
+	m.metrics.replays.Inc()
 	outcome, err := m.replayRecorded(ctx, op)
+	m.metrics.replays.Dec()
 	if errors.Is(err, backend.ErrCanceled) {
 		m.cfg.Logger.Info("asyncreply: operation canceled", "operation", id)
 		return nil
@@ -48,6 +52,7 @@ func (m *Middleware) complete(ctx context.Context, op *backend.Operation, outcom
 		return fmt.Errorf("asyncreply: completing operation %s: %w", op.ID, err)
 	}
 	if won {
+		m.metrics.observeCompleted(op, outcome)
 		attrs := []any{"operation", op.ID, "status", outcome.Status, "attempt", op.Attempt}
 		if outcome.Failure != nil {
 			attrs = append(attrs, "failure", outcome.Failure.Status)

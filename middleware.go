@@ -32,6 +32,7 @@ type Middleware struct {
 
 	servers sync.Map // *http.Server → chan struct{} closed when it shuts down
 	watches watches  // long-polls and event streams open
+	metrics *metrics
 
 	background sync.WaitGroup // the sweeper and the backend's start-up
 	stopOnce   sync.Once
@@ -52,6 +53,11 @@ func New(cfg Config) (*Middleware, error) {
 	if !backend.IsLocal(cfg.Backend) && cfg.Key == nil {
 		cfg.Logger.Warn("asyncreply: recorded requests, with their cookies and Authorization headers, are stored unencrypted; set Config.Key to encrypt them at rest")
 	}
+	mt, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, &ConfigError{Field: "Registerer", Err: err}
+	}
+	cfg.Backend = countingBackend{Backend: cfg.Backend, errors: mt.backendErrors}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	var publicPath string
 	if cfg.PublicURL != "" {
@@ -65,7 +71,8 @@ func New(cfg Config) (*Middleware, error) {
 		retrySeconds: retrySeconds,
 		retryAfter:   strconv.Itoa(retrySeconds),
 		closed:       make(chan struct{}),
-		watches:      watches{max: cfg.MaxWatches, maxPerOwner: cfg.MaxWatchesPerOwner},
+		watches:      watches{max: cfg.MaxWatches, maxPerOwner: cfg.MaxWatchesPerOwner, gauge: mt.watchesOpen},
+		metrics:      mt,
 	}, nil
 }
 

@@ -30,7 +30,7 @@ func (m *Middleware) deferToOperation(w http.ResponseWriter, r *http.Request, st
 		return false
 	}
 	st.answered = true
-	m.accept(w, st, opts)
+	m.accept(&submitCounter{ResponseWriter: w, metrics: m.metrics, route: r.Pattern}, st, opts)
 	return true
 }
 

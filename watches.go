@@ -3,6 +3,8 @@ package asyncreply
 import (
 	"net/http"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // watches counts the requests holding a connection open while they wait
@@ -13,6 +15,7 @@ import (
 // never counted, so they keep answering when the bound is reached.
 type watches struct {
 	max, maxPerOwner int
+	gauge            prometheus.Gauge // asyncreply_watches_open
 
 	mu      sync.Mutex
 	open    int
@@ -38,6 +41,7 @@ func (ws *watches) acquire(owner string) (ok, perOwner bool) {
 		ws.byOwner[owner]++
 	}
 	ws.open++
+	ws.gauge.Inc()
 	return true, false
 }
 
@@ -45,6 +49,7 @@ func (ws *watches) release(owner string) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	ws.open--
+	ws.gauge.Dec()
 	if owner != "" {
 		if ws.byOwner[owner]--; ws.byOwner[owner] == 0 {
 			delete(ws.byOwner, owner) // the map holds only the owners waiting now

@@ -29,6 +29,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/memory"
@@ -170,6 +172,11 @@ type Config struct {
 
 	// Logger receives structured logs. Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// Registerer receives the gateway's metrics, which MetricsHandler
+	// serves (asyncreply.Config.Registerer). Defaults to a new registry of
+	// the gateway's own.
+	Registerer prometheus.Registerer
 
 	// Key, when set, encrypts recorded requests (cookies and Authorization
 	// included) and stored responses at rest with AES-256-GCM; it must be 32
@@ -318,6 +325,7 @@ func (g *Gateway) configure(cfg Config) (asyncreply.Config, error) {
 		Retention:          cfg.Retention,
 		Timeout:            cfg.Timeout,
 		Logger:             cfg.Logger,
+		Registerer:         cfg.Registerer,
 		Key:                cfg.Key,
 		AcceptOnly:         cfg.AcceptOnly,
 		Inline:             cfg.Inline,
@@ -460,6 +468,7 @@ func (g *Gateway) Handler() http.Handler {
 				return
 			}
 			if route, pattern := g.async.Handler(r); pattern != "" {
+				r.Pattern = pattern // as ServeMux sets it: the route the metrics count by
 				route.ServeHTTP(w, r)
 				return
 			}
@@ -482,6 +491,13 @@ func (g *Gateway) Handler() http.Handler {
 		})
 	})
 	return g.handler
+}
+
+// MetricsHandler serves the gateway's metrics in the Prometheus text
+// format (asyncreply's MetricsHandler), for an operator listener: never
+// for the listener clients reach.
+func (g *Gateway) MetricsHandler() http.Handler {
+	return g.middleware.MetricsHandler()
 }
 
 // ProgressHandler serves only the progress URLs of this process's replays

@@ -37,6 +37,7 @@ type bundle struct {
 	gateway  *httptest.Server
 	upstream *httptest.Server
 	client   *http.Client // does not follow redirects, so that 303s are seen
+	gw       *gateway.Gateway
 }
 
 // setup starts upstream and a gateway in front of it. cfg.Upstream is set to
@@ -65,7 +66,7 @@ func setupServing(t *testing.T, upstream http.Handler, cfg gateway.Config, srv *
 	}
 	srv.Config.Handler = gw.Handler()
 	srv.Start()
-	b.gateway = srv
+	b.gateway, b.gw = srv, gw
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -132,6 +132,8 @@ type gatewayOptions struct {
 	timeouts       serverTimeouts
 	progressURL    string
 	progressListen string // worker only
+	adminListen    string
+	adminToken     string
 
 	maxQueued          int
 	maxQueuedPerOwner  int
@@ -214,6 +216,7 @@ response.
 	fs.StringVar(&o.progressURL, "progress-url", "", "scheme and host at which --upstream reaches this gateway, for the progress URLs replays carry (Asyncreply-Progress); when unset, --listen's address (loopback for 0.0.0.0)")
 	o.timeouts.addFlags(fs)
 	heartbeatFlag(fs, &o.heartbeat)
+	adminFlags(fs, o)
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -321,11 +324,22 @@ func runGateway(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 		return exitFailure
 	}
 	o.progressURL = cmp.Or(o.progressURL, localURL(ln.Addr()))
+	admin, err := listenAdmin(o)
+	if err != nil {
+		ln.Close()
+		fmt.Fprintf(stderr, "asyncreply gateway: --admin-listen: %v\n", err)
+		return exitFailure
+	}
 	gw, err := newGateway(ctx, o, logger)
 	if err != nil {
 		ln.Close()
+		if admin != nil {
+			admin.Close()
+		}
 		return usageFailure(stderr, "gateway", err)
 	}
+	stopAdmin := serveAdmin(admin, gw, o, logger) // after the others: scrapes see the drain
+	defer stopAdmin()
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if err := gw.CheckUpstream(checkCtx); err != nil {
 		logger.Warn("the upstream does not answer yet; requests get 502 until it does", "upstream", o.upstream, "error", err)
@@ -410,6 +424,7 @@ with a postgres:// backend.
 	fs.StringVar(&o.progressListen, "progress-listen", "127.0.0.1:0", "`address` serving only the progress URLs of this worker's replays (Asyncreply-Progress); empty: none, and replays carry no progress URL")
 	fs.StringVar(&o.progressURL, "progress-url", "", "scheme and host at which --upstream reaches --progress-listen, when not the listener's own address (another machine, a proxy)")
 	o.timeouts.addFlags(fs)
+	adminFlags(fs, o)
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -440,13 +455,25 @@ func runWorker(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 	} else {
 		o.progressURL = ""
 	}
-	gw, err := newGateway(ctx, o, logger)
+	admin, err := listenAdmin(o)
 	if err != nil {
 		if progress != nil {
 			progress.Close()
 		}
+		fmt.Fprintf(stderr, "asyncreply worker: --admin-listen: %v\n", err)
+		return exitFailure
+	}
+	gw, err := newGateway(ctx, o, logger)
+	if err != nil {
+		for _, ln := range []net.Listener{progress, admin} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
 		return usageFailure(stderr, "worker", err)
 	}
+	stopAdmin := serveAdmin(admin, gw, o, logger) // after the others: scrapes see the drain
+	defer stopAdmin()
 	gw.Handler() // starts executing
 	logger.Info("asyncreply worker executing operations", "backend", o.backend, "upstream", o.upstream, "concurrency", o.concurrency, "progress_url", o.progressURL)
 	if progress == nil {
