@@ -63,7 +63,6 @@ func configPath(fs *flag.FlagSet, args []string, getenv func(string) string) str
 	return getenv(envName(configFlag))
 }
 
-
 // applyConfigFile sets c's flags from the YAML file at path.
 func (c *command) applyConfigFile(path string) error {
 	data, err := os.ReadFile(path)
