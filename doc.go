@@ -57,9 +57,12 @@
 // and Idempotency-Key (scoped by owner, or without Config.Owner by the
 // request's cookies and Authorization). DELETE on the monitor URL cancels
 // the operation and forgets it; Location+"/events" streams the status
-// document as Server-Sent Events. Long-polls and event streams are bounded
-// in number (Config.MaxWatches, Config.MaxWatchesPerOwner); past the bound
-// they are answered 503 or 429 with Retry-After.
+// document as Server-Sent Events. Where operations are owner-bound
+// (Config.Owner), GET on the Prefix itself lists the caller's own
+// operations, newest first, paged as Google AIP-151's ListOperations is.
+// Long-polls and event streams are bounded in number (Config.MaxWatches,
+// Config.MaxWatchesPerOwner); past the bound they are answered 503 or 429
+// with Retry-After.
 //
 // # Backends
 //

@@ -33,6 +33,7 @@ type Middleware struct {
 	servers sync.Map // *http.Server → chan struct{} closed when it shuts down
 	watches watches  // long-polls and event streams open
 	metrics *metrics
+	lister  backend.Lister // the backend, when it lists operations; nil otherwise
 
 	background sync.WaitGroup // the sweeper and the backend's start-up
 	stopOnce   sync.Once
@@ -57,6 +58,7 @@ func New(cfg Config) (*Middleware, error) {
 	if err != nil {
 		return nil, &ConfigError{Field: "Registerer", Err: err}
 	}
+	lister, _ := cfg.Backend.(backend.Lister)
 	cfg.Backend = countingBackend{Backend: cfg.Backend, errors: mt.backendErrors}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	var publicPath string
@@ -73,6 +75,7 @@ func New(cfg Config) (*Middleware, error) {
 		closed:       make(chan struct{}),
 		watches:      watches{max: cfg.MaxWatches, maxPerOwner: cfg.MaxWatchesPerOwner, gauge: mt.watchesOpen},
 		metrics:      mt,
+		lister:       lister,
 	}, nil
 }
 

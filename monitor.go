@@ -15,6 +15,9 @@ import (
 // "<id>/events".
 func (m *Middleware) serveMonitor(w http.ResponseWriter, r *http.Request, rest string) {
 	switch rest {
+	case "":
+		m.serveList(w, r)
+		return
 	case "healthz":
 		m.serveHealth(w, r, false)
 		return
