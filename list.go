@@ -23,13 +23,12 @@ import (
 // owner cannot be told. A backend that does not list (backend.Lister)
 // answers 501.
 func (m *Middleware) serveList(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		writeMethodNotAllowed(w, "GET, HEAD")
+	if m.cfg.Owner == nil {
+		writeNotFound(w) // what any unknown monitor URL answers: nothing is here
 		return
 	}
-	if m.cfg.Owner == nil {
-		writeProblem(w, http.StatusNotFound, "Not Found",
-			"Operations are not bound to their callers here, so there is no list of your own.")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeMethodNotAllowed(w, "GET, HEAD")
 		return
 	}
 	owner, err := m.owner(r)
