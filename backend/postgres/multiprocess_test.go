@@ -105,7 +105,8 @@ func runRole(role string) int {
 }
 
 // Two accepting processes and two workers share PostgreSQL. 200 operations
-// are accepted; one worker is killed with SIGKILL while it runs some of
+// are accepted (more, should one worker run them all before the other has
+// started); one worker is killed with SIGKILL while it runs some of
 // them. Every accepted operation still reaches its terminal state, once,
 // with its own response, and a poll on either accepting process sees it.
 func TestMultiProcess(t *testing.T) {
@@ -125,38 +126,45 @@ func TestMultiProcess(t *testing.T) {
 	doomed := testprocess.Start(t, roleWork, env)
 	testprocess.Start(t, roleWork, env)
 
-	const operations = 200
+	const batch = 200
 	client := &http.Client{
 		Timeout:       30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	locations := make([]string, operations)
-	var wg sync.WaitGroup
-	errs := make(chan error, operations)
-	for i := range operations {
-		wg.Go(func() {
-			resp, err := client.Post(fmt.Sprintf("%s/reports/%d", accepters[i%2].Ready, i), "text/plain", strings.NewReader(fmt.Sprint("body ", i)))
-			if err != nil {
-				errs <- err
-				return
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusAccepted {
-				errs <- fmt.Errorf("submit %d: status %d", i, resp.StatusCode)
-				return
-			}
-			// Poll through the other accepting process.
-			locations[i] = strings.Replace(resp.Header.Get("Location"), accepters[i%2].Ready, accepters[(i+1)%2].Ready, 1)
-		})
+	var locations []string
+	submit := func() {
+		first := len(locations)
+		locations = append(locations, make([]string, batch)...)
+		var wg sync.WaitGroup
+		errs := make(chan error, batch)
+		for i := first; i < first+batch; i++ {
+			wg.Go(func() {
+				resp, err := client.Post(fmt.Sprintf("%s/reports/%d", accepters[i%2].Ready, i), "text/plain", strings.NewReader(fmt.Sprint("body ", i)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusAccepted {
+					errs <- fmt.Errorf("submit %d: status %d", i, resp.StatusCode)
+					return
+				}
+				// Poll through the other accepting process.
+				locations[i] = strings.Replace(resp.Header.Get("Location"), accepters[i%2].Ready, accepters[(i+1)%2].Ready, 1)
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	submit()
 
 	// Kill a worker in the middle of runs: once some operations finished,
-	// while both workers run others — the one killed among them.
+	// while both workers run others — the one killed among them. A worker
+	// slow to start may find the other has run a whole batch already: then
+	// another batch is submitted, until both run at once.
 	table := schema + ".asyncreply_operation"
 	for deadline := time.Now().Add(time.Minute); ; {
 		var finished, running, runners int
@@ -172,6 +180,10 @@ func TestMultiProcess(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("workers made no progress: %d finished, %d running", finished, running)
+		}
+		if finished == len(locations) && len(locations) < 5*batch {
+			submit()
+			continue
 		}
 		time.Sleep(20 * time.Millisecond) // watching a database, not synchronising goroutines
 	}
@@ -191,8 +203,8 @@ func TestMultiProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if succeeded != operations {
-		t.Errorf("%d operations succeeded with a stored response, want %d", succeeded, operations)
+	if succeeded != len(locations) {
+		t.Errorf("%d operations succeeded with a stored response, want %d", succeeded, len(locations))
 	}
 	if retried == 0 {
 		t.Error("no operation was retried: the killed worker was running none, so the test proved nothing")
