@@ -72,15 +72,8 @@ func (m *Middleware) serveList(w http.ResponseWriter, r *http.Request) {
 		body = jsonenc.AppendString(body, page.NextPageToken)
 	}
 	body = append(body, '}')
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		w.Write(body)
-	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	writeJSON(w, r, http.StatusOK, body)
 }
 
 // listQuery reads a list request's query parameters; the error says what

@@ -81,9 +81,7 @@ func (m *Middleware) writePollAnswer(w http.ResponseWriter, r *http.Request, op 
 	links := m.monitorURLs(r, op.ID)
 	switch op.Status {
 	case backend.Succeeded:
-		// Never a 303 to a response that cannot be read.
-		if err := m.sealer.check(op.ID, op.Response); err != nil {
-			m.writeUnreadable(w, op, err)
+		if !m.readable(w, op) {
 			return
 		}
 		w.Header().Set("Location", links.Response)
@@ -134,13 +132,8 @@ func (m *Middleware) serveStatus(w http.ResponseWriter, r *http.Request, id stri
 	if !ok {
 		return
 	}
-	if op.Status == backend.Succeeded {
-		// Never a resourceLocation that cannot be read: the same answer
-		// as the poll's and the response's.
-		if err := m.sealer.check(op.ID, op.Response); err != nil {
-			m.writeUnreadable(w, op, err)
-			return
-		}
+	if op.Status == backend.Succeeded && !m.readable(w, op) {
+		return
 	}
 	links := m.monitorURLs(r, id)
 	if !op.Status.Done() {

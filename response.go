@@ -91,6 +91,18 @@ func cacheDirectives(values []string) []string {
 	return directives
 }
 
+// readable reports whether op's stored response can be read back, and
+// answers as writeUnreadable when it cannot: a monitor never points a
+// client (303, resourceLocation) at a response that then fails. It checks
+// the key without decrypting the response.
+func (m *Middleware) readable(w http.ResponseWriter, op *backend.Operation) bool {
+	if err := m.sealer.check(op.ID, op.Response); err != nil {
+		m.writeUnreadable(w, op, err)
+		return false
+	}
+	return true
+}
+
 // writeUnreadable answers, on the poll and on /response alike, for a stored
 // response that cannot be read back: a 500 that tells the operator whether
 // the encryption key changed since it was stored, which restoring the key

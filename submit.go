@@ -263,7 +263,12 @@ func (m *Middleware) writeStatus(w http.ResponseWriter, r *http.Request, op *bac
 
 // writeJSONStatus writes op's status document with the given status code.
 func (m *Middleware) writeJSONStatus(w http.ResponseWriter, r *http.Request, op *backend.Operation, links monitorURLs, code int) {
-	body := newStatusDocument(op, links).marshal()
+	writeJSON(w, r, code, newStatusDocument(op, links).marshal())
+}
+
+// writeJSON answers with a JSON document of the monitor's own, which no
+// cache keeps; a HEAD request gets its headers only.
+func writeJSON(w http.ResponseWriter, r *http.Request, code int, body []byte) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Type", "application/json")

@@ -227,6 +227,7 @@ type Gateway struct {
 	transport  *http.Transport // ours to close, when Config.Transport was nil
 
 	ownerCookieMaxAge time.Duration // the lifetime of OwnerIssuedCookie's cookies
+	progressPrefix    string        // the path of the progress URLs: Prefix + progressPath
 	progress          progressBoard // the progress URLs of the replays running here
 
 	handlerOnce sync.Once
@@ -335,6 +336,7 @@ func (g *Gateway) configure(cfg Config) (asyncreply.Config, error) {
 	}
 	g.cfg = cfg
 	g.ownerCookieMaxAge = ownerCookieMaxAge(&cfg)
+	g.progressPrefix = cfg.Prefix + progressPath
 	if cfg.Owner != (Owner{}) {
 		g.owner = newOwner(cfg.Owner, &cfg, g.upstream)
 		library.Owner = g.owner.principal
@@ -476,7 +478,7 @@ func (g *Gateway) Handler() http.Handler {
 		}))
 		g.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			monitor := strings.HasPrefix(r.URL.Path, g.cfg.Prefix)
-			if token, ok := progressToken(r.URL.Path, g.cfg.Prefix); ok {
+			if token, ok := g.progressToken(r.URL.Path); monitor && ok {
 				g.progress.serveProgress(w, r, token)
 				return
 			}
@@ -506,7 +508,7 @@ func (g *Gateway) MetricsHandler() http.Handler {
 // serves them too.
 func (g *Gateway) ProgressHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := progressToken(r.URL.Path, g.cfg.Prefix)
+		token, ok := g.progressToken(r.URL.Path)
 		if !ok {
 			problem.Write(w, http.StatusNotFound, "Not Found", "This listener serves only the progress URLs of running replays.")
 			return
@@ -739,9 +741,7 @@ func (g *Gateway) withoutSpoofable(r *http.Request) *http.Request {
 	trusted := netaddr.Trusted(r.RemoteAddr, g.cfg.TrustedProxies)
 	for name := range r.Header {
 		if spoofable(name, trusted) {
-			r = r.Clone(r.Context()) // the caller's request is not ours to change
-			stripSpoofable(r.Header, trusted)
-			return r
+			return withHeader(r, copyHeader(r.Header, func(name string) bool { return spoofable(name, trusted) }))
 		}
 	}
 	return r

@@ -420,19 +420,14 @@ func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monito
 		// is enough, since stripCookie replaces the Cookie lines rather
 		// than editing them. This runs on every request that carries the
 		// cookie, pass-through included.
-		header := make(http.Header, len(r.Header))
-		for name, values := range r.Header {
-			header[name] = values
-		}
-		shallow := *r
-		shallow.Header = header
-		r = &shallow
-		stripCookie(r.Header, OwnerCookieName)
-		stripCookie(r.Header, operationOwnerCookie)
+		header := copyHeader(r.Header, nil)
+		stripCookie(header, OwnerCookieName)
+		stripCookie(header, operationOwnerCookie)
+		r = withHeader(r, header)
 	}
 	issued := value == ""
 	if issued {
-		value = newOwnerValue()
+		value = randomToken()
 	}
 	if issued || asyncRoute {
 		http.SetCookie(w, g.ownerCookie(r, OwnerCookieName, value, "/"))
@@ -443,14 +438,37 @@ func (g *Gateway) bindOwnerCookie(w http.ResponseWriter, r *http.Request, monito
 	return w, r.WithContext(context.WithValue(r.Context(), ownerCookieKey{}, value))
 }
 
-func newOwnerValue() string {
+// randomToken is 128 bits from crypto/rand, base64url: an issued owner
+// cookie's value, a progress URL's token.
+func randomToken() string {
 	var b [16]byte
 	rand.Read(b[:]) // crypto/rand.Read never fails
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
+// copyHeader returns a copy of h's map, without the names drop reports
+// (none when nil). The values are shared, not copied: whoever changes the
+// copy replaces a name's values rather than editing them.
+func copyHeader(h http.Header, drop func(name string) bool) http.Header {
+	header := make(http.Header, len(h))
+	for name, values := range h {
+		if drop == nil || !drop(name) {
+			header[name] = values
+		}
+	}
+	return header
+}
+
+// withHeader returns a shallow copy of r with header in place of its own:
+// the caller's request is not the gateway's to change.
+func withHeader(r *http.Request, header http.Header) *http.Request {
+	shallow := *r
+	shallow.Header = header
+	return &shallow
+}
+
 // validOwnerValue reports whether value could have been issued by
-// newOwnerValue; anything else a client sends is treated as no cookie.
+// randomToken; anything else a client sends is treated as no cookie.
 func validOwnerValue(value string) bool {
 	if len(value) != ownerCookieLength {
 		return false

@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -36,9 +34,7 @@ type progressBoard struct {
 // open registers the replay whose context is ctx and returns its token,
 // and the function that ends it.
 func (b *progressBoard) open(ctx context.Context) (token string, end func()) {
-	var raw [16]byte
-	rand.Read(raw[:]) // crypto/rand.Read never fails
-	token = base64.RawURLEncoding.EncodeToString(raw[:])
+	token = randomToken()
 	b.mu.Lock()
 	if b.attempts == nil {
 		b.attempts = make(map[string]context.Context)
@@ -96,10 +92,10 @@ func (b *progressBoard) serveProgress(w http.ResponseWriter, r *http.Request, to
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// progressToken returns the token of a request for a progress URL under
-// prefix, and whether it is one.
-func progressToken(path, prefix string) (string, bool) {
-	rest, ok := strings.CutPrefix(path, prefix+progressPath)
+// progressToken returns the token of a request for one of g's progress
+// URLs, and whether it is one.
+func (g *Gateway) progressToken(path string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, g.progressPrefix)
 	if !ok || rest == "" || strings.Contains(rest, "/") {
 		return "", false
 	}

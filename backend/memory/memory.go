@@ -317,14 +317,20 @@ func (b *Backend) List(ctx context.Context, q backend.ListQuery) (backend.ListPa
 			(q.CreatedAfter.IsZero() || op.CreatedAt.After(q.CreatedAfter)) &&
 			(q.CreatedBefore.IsZero() || op.CreatedAt.Before(q.CreatedBefore)) &&
 			(!paging || cursor.Before(op.CreatedAt, op.ID)) {
-			ops = append(ops, clone(op))
+			ops = append(ops, op)
 		}
 	}
-	b.mu.Unlock()
+	// CreatedAt and ID never change, so the stored operations sort as
+	// they are; only those on the page are copied, still under the lock.
 	slices.SortFunc(ops, func(x, y *backend.Operation) int {
 		return cmp.Or(y.CreatedAt.Compare(x.CreatedAt), strings.Compare(y.ID, x.ID))
 	})
-	return listing.Page(q, ops[:min(len(ops), listing.PageSize(q)+1)]), nil
+	ops = ops[:min(len(ops), listing.PageSize(q)+1)]
+	for i, op := range ops {
+		ops[i] = clone(op)
+	}
+	b.mu.Unlock()
+	return listing.Page(q, ops), nil
 }
 
 // CountByStatus implements backend.Lister, visiting every operation as List

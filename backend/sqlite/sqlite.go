@@ -352,9 +352,13 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Request) ([]groupcommit.Result, error) {
 	results := make([]groupcommit.Result, len(batch))
 	err := durably(ctx, b.db, func(tx *sql.Tx) error {
-		ops := make([]*backend.Operation, len(batch))
-		for i, req := range batch {
-			ops[i] = req.Op
+		var ops []*backend.Operation // counted only when a bound is set
+		if b.limits.Bounded() {
+			for _, req := range batch {
+				if req.Ctx.Err() == nil { // one given up is not inserted
+					ops = append(ops, req.Op)
+				}
+			}
 		}
 		tally, err := b.tally(ctx, tx, ops)
 		if err != nil {
