@@ -15,7 +15,8 @@ import (
 // as Google AIP-151's ListOperations does — {"operations": [status
 // documents], "nextPageToken": "…"} — filtered with ?status= (repeatable, or
 // comma-separated), ?createdAfter= and ?createdBefore= (RFC 3339), and paged
-// with ?pageSize= (at most backend.MaxPageSize) and ?pageToken=.
+// with ?pageSize= (at most backend.MaxPageSize) and ?pageToken=. A browser
+// (prefersHTML) gets the same page as HTML: listPage.
 //
 // It exists only where operations are owner-bound (Config.Owner): without
 // an owner there is no "own", and a list of everyone's operations would hand
@@ -57,6 +58,10 @@ func (m *Middleware) serveList(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		m.cfg.Logger.Error("asyncreply: listing operations failed", "error", err)
 		writeUnavailable(w, m.retryAfter)
+		return
+	}
+	if prefersHTML(r) {
+		m.writeListPage(w, r, q, page)
 		return
 	}
 	body := []byte(`{"operations":[`)

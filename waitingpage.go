@@ -42,18 +42,24 @@ var waitingPageSource string
 var waitingPage = template.Must(template.New("waiting").Parse(waitingPageSource))
 
 // waitingPagePolicy is the waiting page's Content-Security-Policy.
-var waitingPagePolicy = func() string {
+var waitingPagePolicy = inlinePagePolicy(waitingPage, waitingPageData{})
+
+// inlinePagePolicy is the Content-Security-Policy of a page rendered from t, one
+// inline script and one inline style allowed by hash, nothing loaded but
+// event streams from this origin. Neither block may contain a template
+// action, so rendering t with empty data gives the hashes once.
+func inlinePagePolicy(t *template.Template, empty any) string {
 	var page bytes.Buffer
-	if err := waitingPage.Execute(&page, waitingPageData{}); err != nil {
-		panic("asyncreply: waiting page template: " + err.Error())
+	if err := t.Execute(&page, empty); err != nil {
+		panic("asyncreply: " + t.Name() + " page template: " + err.Error())
 	}
 	script, style := inlineBlock(page.Bytes(), "script"), inlineBlock(page.Bytes(), "style")
 	if script == nil || style == nil {
-		panic("asyncreply: waiting page template has no inline script or style")
+		panic("asyncreply: " + t.Name() + " page template has no inline script or style")
 	}
 	return "default-src 'none'; script-src " + sourceHash(script) + "; style-src " + sourceHash(style) +
 		"; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'"
-}()
+}
 
 // inlineBlock returns the content of the first <tag> element in page, nil if
 // there is none.
@@ -122,12 +128,18 @@ func renderWaitingPage(op *backend.Operation, self string, refreshSeconds int) [
 // now" link from being clickjacked, and nosniff keeps a browser from
 // reading the page as anything but HTML.
 func (m *Middleware) writeWaitingPage(w http.ResponseWriter, r *http.Request, op *backend.Operation, code int) {
-	body := renderWaitingPage(op, m.monitorPath(op.ID), m.retrySeconds)
+	writePage(w, r, renderWaitingPage(op, m.monitorPath(op.ID), m.retrySeconds), code, waitingPagePolicy)
+}
+
+// writePage answers with an HTML page of the library's own (the waiting
+// page, the list of operations) and the headers they all carry; policy is
+// the page's own Content-Security-Policy (its inlinePagePolicy).
+func writePage(w http.ResponseWriter, r *http.Request, body []byte, code int, policy string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Security-Policy", waitingPageHeaderPolicy)
+	h.Set("Content-Security-Policy", policy+headerOnlyPolicy)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(code)
@@ -136,9 +148,9 @@ func (m *Middleware) writeWaitingPage(w http.ResponseWriter, r *http.Request, op
 	}
 }
 
-// waitingPageHeaderPolicy is waitingPagePolicy as sent in the
-// Content-Security-Policy header, with what only a header can say.
-var waitingPageHeaderPolicy = waitingPagePolicy + "; frame-ancestors 'none'"
+// headerOnlyPolicy is what a page's Content-Security-Policy header adds to
+// the policy in its <meta>: what only a header can say.
+const headerOnlyPolicy = "; frame-ancestors 'none'"
 
 // prefersHTML reports whether the client ranks text/html above JSON in its
 // Accept header, as browsers do. API clients (no Accept, */*, or JSON) get
