@@ -106,19 +106,21 @@ func OpenAMQP(ctx context.Context, cfg AMQPConfig) (*AMQPPublisher, error) {
 	}
 	// A passive declare fails when the exchange does not exist, whatever
 	// its type; it also closes the channel, so it gets one of its own.
+	stop := context.AfterFunc(ctx, s.abort)
 	check, err := s.conn.Channel()
 	if err == nil {
-		stop := context.AfterFunc(ctx, s.abort)
 		err = check.ExchangeDeclarePassive(cfg.Exchange, amqp.ExchangeTopic, true, false, false, false, nil)
-		if !stop() {
-			err = ctx.Err()
+		if err == nil {
+			err = check.Close()
 		}
+	}
+	if !stop() {
+		err = ctx.Err()
 	}
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("notify: amqp exchange %q in virtual host %q: %w", cfg.Exchange, p.vhost(), err)
 	}
-	check.Close()
 	p.session = s
 	return p, nil
 }
@@ -275,6 +277,9 @@ func (p *AMQPPublisher) Send(ctx context.Context, ev *Event) error {
 		Body:         body,
 	}
 
+	if p.turn == nil {
+		return errNotOpened
+	}
 	select {
 	case p.turn <- struct{}{}:
 	case <-ctx.Done():
@@ -389,6 +394,9 @@ func (p *AMQPPublisher) discard() {
 
 // Close waits for the Send in flight, if any, and closes the connection.
 func (p *AMQPPublisher) Close() error {
+	if p.turn == nil {
+		return nil
+	}
 	p.turn <- struct{}{}
 	defer func() { <-p.turn }()
 	p.closed = true

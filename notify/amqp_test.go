@@ -244,3 +244,38 @@ func TestAMQPSendHonoursContext(t *testing.T) {
 		t.Errorf("Send after Close = %v, want ErrClosed", err)
 	}
 }
+
+func TestAMQPConcurrentSends(t *testing.T) {
+	t.Parallel()
+	b := setupAMQP(t)
+	p := openAMQP(t, b.publisherURL)
+	events := make([]*notify.Event, 200)
+	for i := range events {
+		events[i] = testEvent(i)
+	}
+	sendConcurrently(t, p, events)
+	seen := map[string]bool{}
+	for range events {
+		seen[eventID(t, testwait.Recv(t, b.deliveries, "an event's message").Body)] = true
+	}
+	if len(seen) != len(events) {
+		t.Errorf("%d distinct events received of %d sent", len(seen), len(events))
+	}
+}
+
+func TestAMQPWrongPasswordIsNotShown(t *testing.T) {
+	t.Parallel()
+	b := setupAMQP(t)
+	u, _ := url.Parse(b.publisherURL)
+	u.User = url.UserPassword(u.User.Username(), "wr0ng-s3cret")
+	_, err := notify.OpenPublisher(t.Context(), u.String())
+	if err == nil {
+		t.Fatal("OpenPublisher with a wrong password succeeded")
+	}
+	if strings.Contains(err.Error(), "wr0ng-s3cret") {
+		t.Errorf("the error shows the password: %v", err)
+	}
+	if !strings.Contains(err.Error(), "403") {
+		t.Errorf("the error does not say the credentials were refused: %v", err)
+	}
+}

@@ -172,6 +172,9 @@ func (p *NATSPublisher) Send(ctx context.Context, ev *Event) error {
 	if err != nil {
 		return fmt.Errorf("notify: encoding event %s: %w", ev.ID, err)
 	}
+	if p.cfg.Subject == "" {
+		return errNotOpened
+	}
 	msg := &nats.Msg{Subject: p.cfg.Subject, Data: body, Header: nats.Header{}}
 	msg.Header.Set("Content-Type", ContentType)
 	for {

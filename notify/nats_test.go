@@ -235,3 +235,21 @@ func TestNATSSendHonoursContext(t *testing.T) {
 		t.Errorf("Send after Close = %v, want ErrClosed", err)
 	}
 }
+
+func TestNATSConcurrentSends(t *testing.T) {
+	t.Parallel()
+	b := setupNATS(t)
+	p := openNATS(t, b.publisherURL)
+	events := make([]*notify.Event, 200)
+	for i := range events {
+		events[i] = testEvent(i)
+	}
+	sendConcurrently(t, p, events)
+	seen := map[string]bool{}
+	for _, msg := range b.fetch(t, len(events)) {
+		seen[eventID(t, msg.Data())] = true
+	}
+	if len(seen) != len(events) {
+		t.Errorf("%d distinct events stored of %d sent", len(seen), len(events))
+	}
+}

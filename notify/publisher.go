@@ -168,6 +168,10 @@ func redactRawURL(rawURL string) string {
 	return redactURL(u)
 }
 
+// errNotOpened is Send's error on a publisher made without its Open
+// function.
+var errNotOpened = errors.New("notify: publisher not opened (use OpenPublisher, OpenNATS or OpenAMQP)")
+
 // checkEvent refuses an event a consumer could not deduplicate.
 func checkEvent(ev *Event) error {
 	if ev == nil {

@@ -239,6 +239,40 @@ func TestSendRefusesEventsWithoutID(t *testing.T) {
 	if err := a.Send(t.Context(), nil); err == nil || errors.Is(err, notify.ErrClosed) {
 		t.Errorf("Send of nil = %v", err)
 	}
+	// Publishers made without Open say so instead of hanging.
+	if err := a.Send(t.Context(), testEvent(1)); err == nil || !strings.Contains(err.Error(), "not opened") {
+		t.Errorf("Send on a zero AMQPPublisher = %v", err)
+	}
+	if err := p.Send(t.Context(), testEvent(1)); err == nil || !strings.Contains(err.Error(), "not opened") {
+		t.Errorf("Send on a zero NATSPublisher = %v", err)
+	}
+	a.Close()
+	p.Close()
+}
+
+// sendConcurrently sends events from several goroutines at once, as an
+// outbox with several workers does.
+func sendConcurrently(t *testing.T, p notify.Sender, events []*notify.Event) {
+	t.Helper()
+	const workers = 8
+	errs := make(chan error, len(events))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(events); i += workers {
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				errs <- p.Send(ctx, events[i])
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
 }
 
 // newSilentListener accepts connections and never writes: a broker that
