@@ -184,6 +184,21 @@ func TestAMQPMissingExchange(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "NOT_FOUND") {
 		t.Fatalf("Send to a deleted exchange = %v, want the broker's NOT_FOUND", err)
 	}
+
+	// The broker closed that channel; once the exchange is back, the next
+	// Send opens another.
+	if err := b.ch.ExchangeDeclare(other, amqp.ExchangeFanout, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.ch.ExchangeDelete(other, false, false) })
+	if err := b.ch.QueueBind(b.exchange, "", other, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	sendAll(t, q, []*notify.Event{testEvent(3)})
+	testwait.Recv(t, b.deliveries, "the first event") // testEvent(1), by p
+	if d := testwait.Recv(t, b.deliveries, "the event sent after the channel closed"); eventID(t, d.Body) != testEvent(3).ID {
+		t.Errorf("got %s, want %s", eventID(t, d.Body), testEvent(3).ID)
+	}
 }
 
 func TestAMQPReconnectsAfterConnectionLoss(t *testing.T) {
