@@ -1,4 +1,4 @@
-package notify_test
+package broker_test
 
 import (
 	"cmp"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/asyncreply/asyncreply/internal/testwait"
 	"github.com/asyncreply/asyncreply/notify"
+	"github.com/asyncreply/asyncreply/notify/broker"
 )
 
 // amqpURL is the RabbitMQ that tests use.
@@ -27,7 +28,7 @@ type amqpBundle struct {
 	ch         *amqp.Channel
 	exchange   string
 	deliveries <-chan amqp.Delivery
-	// publisherURL is OpenPublisher's URL of the exchange.
+	// publisherURL is Open's URL of the exchange.
 	publisherURL string
 }
 
@@ -74,11 +75,11 @@ func setupAMQP(t *testing.T) *amqpBundle {
 	return &amqpBundle{ch: ch, exchange: name, deliveries: deliveries, publisherURL: u.String()}
 }
 
-func openAMQP(t *testing.T, rawURL string) notify.Publisher {
+func openAMQP(t *testing.T, rawURL string) broker.Publisher {
 	t.Helper()
-	p, err := notify.OpenPublisher(t.Context(), rawURL)
+	p, err := broker.Open(t.Context(), rawURL)
 	if err != nil {
-		t.Fatalf("OpenPublisher: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { p.Close() })
 	return p
@@ -151,7 +152,7 @@ func TestAMQPUnroutableIsAnError(t *testing.T) {
 	// Bound only for asyncreply.#: this key reaches no queue.
 	p := openAMQP(t, b.publisherURL+"?routing_key=elsewhere")
 	err := p.Send(t.Context(), testEvent(1))
-	if !errors.Is(err, notify.ErrUnroutable) || !strings.Contains(err.Error(), `routing key "elsewhere"`) {
+	if !errors.Is(err, broker.ErrUnroutable) || !strings.Contains(err.Error(), `routing key "elsewhere"`) {
 		t.Fatalf("Send with no queue bound = %v, want ErrUnroutable naming the routing key", err)
 	}
 	// The channel is still good for the next event.
@@ -164,9 +165,9 @@ func TestAMQPMissingExchange(t *testing.T) {
 	t.Parallel()
 	b := setupAMQP(t)
 	missing := strings.Replace(b.publisherURL, b.exchange, b.exchange+"-missing", 1)
-	_, err := notify.OpenPublisher(t.Context(), missing)
+	_, err := broker.Open(t.Context(), missing)
 	if err == nil || !strings.Contains(err.Error(), "NOT_FOUND") || !strings.Contains(err.Error(), b.exchange+"-missing") {
-		t.Fatalf("OpenPublisher of a missing exchange = %v, want an error naming it", err)
+		t.Fatalf("Open of a missing exchange = %v, want an error naming it", err)
 	}
 
 	// An exchange deleted while the publisher is open.
@@ -237,7 +238,7 @@ func TestAMQPSendHonoursContext(t *testing.T) {
 	silent := newSilentListener(t)
 	ctx, cancel = context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
-	_, err := notify.OpenAMQP(ctx, notify.AMQPConfig{URL: "amqp://guest:guest@" + silent, Exchange: b.exchange})
+	_, err := broker.OpenAMQP(ctx, broker.AMQPConfig{URL: "amqp://guest:guest@" + silent, Exchange: b.exchange})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("OpenAMQP to a silent broker = %v, want the context's deadline", err)
 	}
@@ -255,7 +256,7 @@ func TestAMQPSendHonoursContext(t *testing.T) {
 
 	// Close ends later Sends.
 	p.Close()
-	if err := p.Send(t.Context(), testEvent(2)); !errors.Is(err, notify.ErrClosed) {
+	if err := p.Send(t.Context(), testEvent(2)); !errors.Is(err, broker.ErrClosed) {
 		t.Errorf("Send after Close = %v, want ErrClosed", err)
 	}
 }
@@ -283,9 +284,9 @@ func TestAMQPWrongPasswordIsNotShown(t *testing.T) {
 	b := setupAMQP(t)
 	u, _ := url.Parse(b.publisherURL)
 	u.User = url.UserPassword(u.User.Username(), "wr0ng-s3cret")
-	_, err := notify.OpenPublisher(t.Context(), u.String())
+	_, err := broker.Open(t.Context(), u.String())
 	if err == nil {
-		t.Fatal("OpenPublisher with a wrong password succeeded")
+		t.Fatal("Open with a wrong password succeeded")
 	}
 	if strings.Contains(err.Error(), "wr0ng-s3cret") {
 		t.Errorf("the error shows the password: %v", err)

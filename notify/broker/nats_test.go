@@ -1,4 +1,4 @@
-package notify_test
+package broker_test
 
 import (
 	"cmp"
@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/asyncreply/asyncreply/notify"
+	"github.com/asyncreply/asyncreply/notify/broker"
 )
 
 // natsURL is the NATS server, with JetStream, that tests use.
@@ -26,7 +27,7 @@ type natsBundle struct {
 	js      jetstream.JetStream
 	stream  jetstream.Stream
 	subject string
-	// publisherURL is OpenPublisher's URL of the subject.
+	// publisherURL is Open's URL of the subject.
 	publisherURL string
 }
 
@@ -79,11 +80,11 @@ func natsURLWithSubject(t *testing.T, subject string) string {
 	return u.String()
 }
 
-func openNATS(t *testing.T, rawURL string) notify.Publisher {
+func openNATS(t *testing.T, rawURL string) broker.Publisher {
 	t.Helper()
-	p, err := notify.OpenPublisher(t.Context(), rawURL)
+	p, err := broker.Open(t.Context(), rawURL)
 	if err != nil {
-		t.Fatalf("OpenPublisher: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { p.Close() })
 	return p
@@ -165,9 +166,9 @@ func TestNATSMissingStream(t *testing.T) {
 	t.Parallel()
 	js := connectNATS(t)
 	subject := "asyncreply.test." + strings.ReplaceAll(uniqueName(t), ".", "_")
-	_, err := notify.OpenPublisher(t.Context(), natsURLWithSubject(t, subject))
-	if !errors.Is(err, notify.ErrUnroutable) || !strings.Contains(err.Error(), "no JetStream stream captures subject") {
-		t.Fatalf("OpenPublisher with no stream = %v, want ErrUnroutable saying so", err)
+	_, err := broker.Open(t.Context(), natsURLWithSubject(t, subject))
+	if !errors.Is(err, broker.ErrUnroutable) || !strings.Contains(err.Error(), "no JetStream stream captures subject") {
+		t.Fatalf("Open with no stream = %v, want ErrUnroutable saying so", err)
 	}
 
 	// create_stream=true, for development, makes one.
@@ -184,7 +185,7 @@ func TestNATSMissingStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	err = p.Send(ctx, testEvent(2))
-	if !errors.Is(err, notify.ErrUnroutable) || !strings.Contains(err.Error(), subject) {
+	if !errors.Is(err, broker.ErrUnroutable) || !strings.Contains(err.Error(), subject) {
 		t.Fatalf("Send with the stream deleted = %v, want ErrUnroutable naming the subject", err)
 	}
 }
@@ -231,7 +232,7 @@ func TestNATSSendHonoursContext(t *testing.T) {
 	}
 
 	p.Close()
-	if err := p.Send(t.Context(), testEvent(3)); !errors.Is(err, notify.ErrClosed) {
+	if err := p.Send(t.Context(), testEvent(3)); !errors.Is(err, broker.ErrClosed) {
 		t.Errorf("Send after Close = %v, want ErrClosed", err)
 	}
 }

@@ -1,4 +1,4 @@
-package notify
+package broker
 
 import (
 	"context"
@@ -8,12 +8,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/asyncreply/asyncreply/notify"
 )
 
-// A Publisher is a Sender to a message broker, holding a connection to it
+// A Publisher is a notify.Sender to a message broker, holding a connection to it
 // until Close. Its Send may be called from several goroutines.
 type Publisher interface {
-	Sender
+	notify.Sender
 	// Close ends the connection to the broker; Send returns ErrClosed
 	// afterwards.
 	Close() error
@@ -33,7 +35,7 @@ var (
 	ErrClosed = errors.New("notify: publisher closed")
 )
 
-// OpenPublisher connects to the broker that rawURL names and returns a
+// Open connects to the broker that rawURL names and returns a
 // Publisher of events to it. It fails when the broker is unreachable, refuses
 // the credentials, or has nowhere to put the events yet, so that a
 // misconfiguration is seen when the process starts rather than at the first
@@ -56,7 +58,7 @@ var (
 // operators, with the retention they choose.
 //
 // Errors never contain the URL's password.
-func OpenPublisher(ctx context.Context, rawURL string) (Publisher, error) {
+func Open(ctx context.Context, rawURL string) (Publisher, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Parse quotes the whole URL, password included, in its error.
@@ -170,10 +172,10 @@ func redactRawURL(rawURL string) string {
 
 // errNotOpened is Send's error on a publisher made without its Open
 // function.
-var errNotOpened = errors.New("notify: publisher not opened (use OpenPublisher, OpenNATS or OpenAMQP)")
+var errNotOpened = errors.New("notify: publisher not opened (use Open, OpenNATS or OpenAMQP)")
 
 // checkEvent refuses an event a consumer could not deduplicate.
-func checkEvent(ev *Event) error {
+func checkEvent(ev *notify.Event) error {
 	if ev == nil {
 		return errors.New("notify: nil event")
 	}

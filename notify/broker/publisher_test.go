@@ -1,4 +1,4 @@
-package notify_test
+package broker_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/asyncreply/asyncreply/notify"
+	"github.com/asyncreply/asyncreply/notify/broker"
 )
 
 func TestMain(m *testing.M) {
@@ -160,7 +161,7 @@ func (p *proxy) cut() {
 	p.conns = nil
 }
 
-func TestOpenPublisherURLErrors(t *testing.T) {
+func TestOpenURLErrors(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		url  string
@@ -177,18 +178,18 @@ func TestOpenPublisherURLErrors(t *testing.T) {
 		{"amqp://user:s3cret@127.0.0.1:5672/events?vhost=%zz", "query"},
 		{"amqp://user:s3cret@[::1/events", "does not parse"},
 	} {
-		_, err := notify.OpenPublisher(t.Context(), tt.url)
+		_, err := broker.Open(t.Context(), tt.url)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("OpenPublisher(%q) = %v, want an error saying %q", tt.url, err, tt.want)
+			t.Errorf("Open(%q) = %v, want an error saying %q", tt.url, err, tt.want)
 			continue
 		}
 		if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "tok3n") {
-			t.Errorf("OpenPublisher(%q)'s error reveals the credentials: %v", tt.url, err)
+			t.Errorf("Open(%q)'s error reveals the credentials: %v", tt.url, err)
 		}
 	}
 }
 
-func TestOpenPublisherUnreachableHidesCredentials(t *testing.T) {
+func TestOpenUnreachableHidesCredentials(t *testing.T) {
 	t.Parallel()
 	// A port nothing listens on: a listener closed at once.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -202,16 +203,16 @@ func TestOpenPublisherUnreachableHidesCredentials(t *testing.T) {
 		"nats://user:s3cret@" + addr + "/events",
 	} {
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		_, err := notify.OpenPublisher(ctx, url)
+		_, err := broker.Open(ctx, url)
 		cancel()
 		if err == nil {
-			t.Fatalf("OpenPublisher(%q) succeeded with nothing listening", url)
+			t.Fatalf("Open(%q) succeeded with nothing listening", url)
 		}
 		if strings.Contains(err.Error(), "s3cret") {
-			t.Errorf("OpenPublisher(%q)'s error reveals the password: %v", url, err)
+			t.Errorf("Open(%q)'s error reveals the password: %v", url, err)
 		}
 		if !strings.Contains(err.Error(), addr) {
-			t.Errorf("OpenPublisher(%q)'s error does not say which broker: %v", url, err)
+			t.Errorf("Open(%q)'s error does not say which broker: %v", url, err)
 		}
 	}
 }
@@ -231,12 +232,12 @@ func sendAll(t *testing.T, p notify.Sender, events []*notify.Event) {
 
 func TestSendRefusesEventsWithoutID(t *testing.T) {
 	t.Parallel()
-	var p notify.NATSPublisher
+	var p broker.NATSPublisher
 	if err := p.Send(t.Context(), &notify.Event{Type: notify.TypeFailed}); err == nil || !strings.Contains(err.Error(), "without an ID") {
 		t.Errorf("Send of an event without an ID = %v", err)
 	}
-	var a notify.AMQPPublisher
-	if err := a.Send(t.Context(), nil); err == nil || errors.Is(err, notify.ErrClosed) {
+	var a broker.AMQPPublisher
+	if err := a.Send(t.Context(), nil); err == nil || errors.Is(err, broker.ErrClosed) {
 		t.Errorf("Send of nil = %v", err)
 	}
 	// Publishers made without Open say so instead of hanging.

@@ -1,4 +1,4 @@
-package notify_test
+package broker_test
 
 import (
 	"context"
@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply/notify"
+	"github.com/asyncreply/asyncreply/notify/broker"
 )
 
 // Publishing one event to RabbitMQ; a nats:// URL publishes to JetStream
 // the same way.
-func ExampleOpenPublisher() {
+func ExampleOpen() {
 	ctx := context.Background()
-	publisher, err := notify.OpenPublisher(ctx, "amqp://guest:guest@127.0.0.1:5672/operations?routing_key=asyncreply.done")
+	publisher, err := broker.Open(ctx, "amqp://guest:guest@127.0.0.1:5672/operations?routing_key=asyncreply.done")
 	if err != nil {
 		log.Fatal(err) // for example: notify: amqp exchange "operations" in virtual host "/": Exception (404) …
 	}

@@ -1,4 +1,4 @@
-package notify
+package broker
 
 import (
 	"cmp"
@@ -12,6 +12,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/asyncreply/asyncreply/notify"
 )
 
 // Defaults of AMQPConfig's fields.
@@ -54,7 +56,7 @@ func (cfg AMQPConfig) validate() error {
 // AMQPPublisher publishes events to a RabbitMQ exchange, one message per
 // event in the CloudEvents AMQP binding's structured content mode: the body
 // is the event in the CloudEvents JSON format and the content type is
-// ContentType, the same bytes a webhook receives. The cloudEvents_id,
+// notify.ContentType, the same bytes a webhook receives. The cloudEvents_id,
 // cloudEvents_type, cloudEvents_source and cloudEvents_subject headers
 // repeat those attributes (the binding allows it) for a headers exchange
 // to route on without parsing the body.
@@ -248,7 +250,7 @@ func (s *amqpSession) usable() bool {
 // restart, an idle connection cut), Send dials again and publishes once
 // more: the broker may then hold the event twice, which consumers drop by
 // ID as they drop every redelivery.
-func (p *AMQPPublisher) Send(ctx context.Context, ev *Event) error {
+func (p *AMQPPublisher) Send(ctx context.Context, ev *notify.Event) error {
 	if err := checkEvent(ev); err != nil {
 		return err
 	}
@@ -267,7 +269,7 @@ func (p *AMQPPublisher) Send(ctx context.Context, ev *Event) error {
 		headers["cloudEvents_subject"] = ev.Subject
 	}
 	msg := amqp.Publishing{
-		ContentType:  ContentType,
+		ContentType:  notify.ContentType,
 		DeliveryMode: amqp.Persistent,
 		MessageId:    ev.ID,
 		Timestamp:    ev.Time,

@@ -1,4 +1,4 @@
-package notify
+package broker
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/asyncreply/asyncreply/notify"
 )
 
 // NATSConfig configures a NATSPublisher.
@@ -45,7 +47,7 @@ func (cfg NATSConfig) validate() error {
 // NATSPublisher publishes events to a NATS JetStream subject, one message
 // per event in the CloudEvents NATS binding's structured content mode: the
 // payload is the event in the CloudEvents JSON format and the Content-Type
-// header is ContentType. Structured mode keeps the message byte for byte
+// header is notify.ContentType. Structured mode keeps the message byte for byte
 // what a webhook receives, parsed by the same code, and carries the event's
 // time and data content type without header percent-encoding.
 //
@@ -164,7 +166,7 @@ func (p *NATSPublisher) connect(ctx context.Context) (jetstream.JetStream, <-cha
 // Send publishes ev and waits for the stream's acknowledgement. A
 // duplicate the stream dropped is acknowledged too: the stream has the
 // event.
-func (p *NATSPublisher) Send(ctx context.Context, ev *Event) error {
+func (p *NATSPublisher) Send(ctx context.Context, ev *notify.Event) error {
 	if err := checkEvent(ev); err != nil {
 		return err
 	}
@@ -176,7 +178,7 @@ func (p *NATSPublisher) Send(ctx context.Context, ev *Event) error {
 		return errNotOpened
 	}
 	msg := &nats.Msg{Subject: p.cfg.Subject, Data: body, Header: nats.Header{}}
-	msg.Header.Set("Content-Type", ContentType)
+	msg.Header.Set("Content-Type", notify.ContentType)
 	for {
 		js, reconnected, err := p.connect(ctx)
 		if err != nil {
