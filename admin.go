@@ -60,6 +60,10 @@ import (
 // browser send neither header and are let through, so curl and scripts
 // with a bearer token work unchanged. No per-page token is needed for
 // that: every browser that runs the page sends one of the two headers.
+// What a same-origin check cannot stop is DNS rebinding, which makes
+// another site's page same-origin with a listener that answers any Host:
+// so a listener without authentication is safe only where no browser
+// can reach it.
 //
 // Errors are application/problem+json.
 func (m *Middleware) AdminHandler() http.Handler {
@@ -72,7 +76,7 @@ func (m *Middleware) AdminHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		path := r.URL.Path
 		switch path {
-		case "/", "":
+		case "/":
 			if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
 				return
 			}

@@ -1,10 +1,13 @@
 package asyncreply_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +16,7 @@ import (
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/memory"
+	"github.com/asyncreply/asyncreply/backend/sqlite"
 	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
@@ -257,10 +261,28 @@ func TestAdminCancel(t *testing.T) {
 
 // Re-run of an operation still running makes a new one of the same owner
 // from its recorded request, which executes; a finished operation has no
-// request left and is a 409.
+// request left and is a 409. On SQLite with a key, the request is opened
+// with the original's ID and sealed again with the new one's.
 func TestAdminRerun(t *testing.T) {
 	t.Parallel()
-	b := setupAdmin(t, asyncreply.Config{})
+	t.Run("memory", func(t *testing.T) {
+		t.Parallel()
+		testAdminRerun(t, asyncreply.Config{})
+	})
+	t.Run("SQLite, encrypted", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		be, err := sqlite.New(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "asyncreply.db"), Concurrency: 1, Logger: discardLogger})
+		if err != nil {
+			t.Fatalf("sqlite.New: %v", err)
+		}
+		testAdminRerun(t, asyncreply.Config{Backend: be, Key: bytes.Repeat([]byte{7}, 32)}) // stopped by its Middleware's Shutdown
+	})
+}
+
+func testAdminRerun(t *testing.T, cfg asyncreply.Config) {
+	b := setupAdmin(t, cfg)
 	running, waiting := b.fill(t)
 
 	r := b.adminDo(t, http.MethodPost, "/api/operations/"+running+"/rerun", "")
@@ -433,9 +455,24 @@ func TestMetricsOperationsByStatus(t *testing.T) {
 	}
 
 	b.submit(t, http.MethodGet, "/held/1", "", "X-User", "alice")
+	// On one worker, the held replay starts once the others are counted.
 	testwait.Recv(t, b.held.started, "the held replay to start")
-	if got := metricValue(scrape(t, metrics), "asyncreply_operations", "status", "Running"); got != 0 {
-		t.Errorf("Running within the TTL = %v, want the cached 0", got)
+	families = scrape(t, metrics)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"asyncreply_operations", []string{"status", "Running"}, 0}, // counted before, within the TTL
+		{"asyncreply_operations_accepted_total", []string{"route", "GET /held/{id}", "result", "accepted", "code", "202"}, 1},
+		{"asyncreply_operations_completed_total", []string{"status", "Succeeded", "code", ""}, 2},
+		{"asyncreply_operation_queue_wait_seconds", nil, 3},
+		{"asyncreply_operation_run_duration_seconds", nil, 2},
+		{"asyncreply_replays_in_flight", nil, 1},
+	} {
+		if got := metricValue(families, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
 	}
 	clock.advance(asyncreply.StatusCountsTTL)
 	if got := metricValue(scrape(t, metrics), "asyncreply_operations", "status", "Running"); got != 1 {
