@@ -479,3 +479,45 @@ func TestMetricsOperationsByStatus(t *testing.T) {
 		t.Errorf("Running after the TTL = %v, want 1", got)
 	}
 }
+
+// downLister is a memory backend whose listing fails while down is set.
+type downLister struct {
+	*memory.Backend
+	down bool
+}
+
+func (d *downLister) CountByStatus(ctx context.Context, q backend.CountQuery) (map[backend.Status]int, error) {
+	if d.down {
+		return nil, backend.ErrUnavailable
+	}
+	return d.Backend.CountByStatus(ctx, q)
+}
+
+// A store that cannot be counted leaves the counts out of the dashboard,
+// which says so, and out of a scrape, which still serves every other
+// metric and counts the failure.
+func TestAdminStoreUnavailable(t *testing.T) {
+	t.Parallel()
+	b := setupAdmin(t, asyncreply.Config{Backend: &downLister{Backend: memory.New(memory.Config{}), down: true}})
+	_, monitor := b.submit(t, http.MethodGet, "/ok/1", "", "X-User", "alice")
+	b.finish(t, monitor, "X-User", "alice")
+
+	s := b.summary(t)
+	if s.Counts != nil || s.Unavailable == "" || s.Recent.Accepted != 1 {
+		t.Errorf("summary = %+v, want no counts, the store said unavailable, 1 accepted", s)
+	}
+	if page := b.adminDo(t, http.MethodGet, "/", ""); page.code != http.StatusOK ||
+		!strings.Contains(string(page.body), `<dd data-count="Succeeded">–</dd>`) {
+		t.Errorf("the page = %s, want 200 with the counts missing", page)
+	}
+	families := scrape(t, b.ar.AdminHandler())
+	if _, ok := families["asyncreply_operations"]; ok {
+		t.Error("asyncreply_operations exported while the store cannot be counted")
+	}
+	if got := metricValue(families, "asyncreply_backend_errors_total", "method", "CountByStatus"); got != 3 {
+		t.Errorf(`asyncreply_backend_errors_total{method="CountByStatus"} = %v, want 3: the summary, the page and the scrape`, got)
+	}
+	if got := metricValue(families, "asyncreply_operations_accepted_total", "route", "GET /ok/{id}", "result", "accepted", "code", "202"); got != 1 {
+		t.Errorf("accepted = %v, want 1", got)
+	}
+}
