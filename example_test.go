@@ -2,6 +2,7 @@ package asyncreply_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -274,4 +275,50 @@ func ExampleMiddleware_Shutdown() {
 	// Output:
 	// 202
 	// stopped
+}
+
+// AdminHandler is the operator's dashboard: mount it on a listener of its
+// own, never on the one clients reach, behind the operator's own
+// authentication. It links relatively, so it works under a prefix.
+func ExampleMiddleware_AdminHandler() {
+	app, ar := newExampleServer(asyncreply.Config{}, asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "report")
+	})))
+	defer ar.Shutdown(context.Background())
+	defer app.Close()
+
+	operators := http.NewServeMux()
+	operators.Handle("/admin/", http.StripPrefix("/admin", ar.AdminHandler()))
+	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, password, ok := r.BasicAuth(); !ok || password != "operator's secret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="operators"`)
+			http.Error(w, "Unauthorized", http.StatusUnauthorized)
+			return
+		}
+		operators.ServeHTTP(w, r)
+	}))
+	defer admin.Close()
+
+	resp, _ := http.Get(app.URL + "/reports/1")
+	resp.Body.Close()
+	fmt.Println(pollUntilDone(resp.Header.Get("Location")))
+
+	req, _ := http.NewRequest(http.MethodGet, admin.URL+"/admin/api/summary", nil)
+	req.SetBasicAuth("ops", "operator's secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var summary struct {
+		Counts map[string]int `json:"counts"`
+		Recent struct {
+			Accepted int `json:"accepted"`
+		} `json:"recent"`
+	}
+	json.NewDecoder(resp.Body).Decode(&summary)
+	fmt.Println("succeeded:", summary.Counts["Succeeded"], "accepted in the last minute:", summary.Recent.Accepted)
+	// Output:
+	// 200 report
+	// succeeded: 1 accepted in the last minute: 1
 }

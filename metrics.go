@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,14 @@ type metrics struct {
 	replays       prometheus.Gauge
 	watchesOpen   prometheus.Gauge
 	backendErrors *prometheus.CounterVec
+
+	// recent counts the last minute's submits and completions for the
+	// dashboard's rates (recentCounter); now is the Middleware's clock.
+	recent struct{ accepted, succeeded, failed recentCounter }
+	now    func() time.Time
+	// stored counts the backend's operations by status, when it lists
+	// them (observeStore); nil otherwise.
+	stored *statusCounts
 }
 
 // durationBuckets span a fast handler (10 ms) to the default Timeout
@@ -66,6 +75,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
 	}
+	mt.now = time.Now
 	return mt, nil
 }
 
@@ -75,6 +85,8 @@ func (mt *metrics) observeSubmit(route string, code int) {
 	result := "accepted"
 	if code >= http.StatusBadRequest {
 		result = "refused"
+	} else {
+		mt.recent.accepted.add(mt.now())
 	}
 	mt.accepted.WithLabelValues(route, result, strconv.Itoa(code)).Inc()
 }
@@ -95,6 +107,11 @@ func (mt *metrics) observeCompleted(op *backend.Operation, outcome backend.Outco
 		code = strconv.Itoa(outcome.Failure.Status)
 	}
 	mt.completed.WithLabelValues(string(outcome.Status), code).Inc()
+	if outcome.Status == backend.Succeeded {
+		mt.recent.succeeded.add(outcome.At)
+	} else {
+		mt.recent.failed.add(outcome.At)
+	}
 	mt.runDuration.Observe(outcome.At.Sub(op.UpdatedAt).Seconds())
 	mt.totalDuration.Observe(outcome.At.Sub(op.CreatedAt).Seconds())
 }
@@ -132,11 +149,21 @@ func (mt *metrics) observeCompleted(op *backend.Operation, outcome backend.Outco
 //	asyncreply_watches_open
 //	    Gauge: long-polls and event streams open now (Config.MaxWatches
 //	    bounds it).
+//	asyncreply_operations{status}
+//	    Gauge: the operations the backend keeps, by status ("NotStarted"
+//	    — the queue —, "Running", "Succeeded", "Failed"), expired and
+//	    canceled ones left out; only with a backend that lists
+//	    (backend.Lister). It is the whole store, not this process's
+//	    share: processes sharing a backend export the same values, so
+//	    aggregate them with max, not sum. Counting is a scan of the store,
+//	    so it runs only when scraped or when the dashboard asks, and its
+//	    answer is kept for StatusCountsTTL.
 //	asyncreply_backend_errors_total{method}
 //	    Calls to the backend that failed, by method ("Create", "Get"…):
 //	    the store unreachable or too slow. The answers a backend gives in
 //	    the ordinary course — not found, already finished, canceled, queue
-//	    full — are not errors and are not counted.
+//	    full — are not errors and are not counted. "CountByStatus" counts
+//	    the failures of asyncreply_operations' count.
 func (m *Middleware) MetricsHandler() http.Handler {
 	g, ok := m.cfg.Registerer.(prometheus.Gatherer)
 	if !ok {
@@ -269,4 +296,128 @@ func (b countingBackend) Stop(ctx context.Context) error {
 	err := b.Backend.Stop(ctx)
 	b.count("Stop", err)
 	return err
+}
+
+// StatusCountsTTL is how long a count of the backend's operations by
+// status (asyncreply_operations, the dashboard's counts) is reused before
+// the store is counted again: counting is a scan of the store, which a
+// scrape every few seconds and several dashboards open should not repeat
+// each time.
+const StatusCountsTTL = 5 * time.Second
+
+// observeStore makes the metrics count the operations lister keeps by
+// status (asyncreply_operations), when it is not nil, and take the time
+// from now.
+func (mt *metrics) observeStore(reg prometheus.Registerer, lister backend.Lister, now func() time.Time) error {
+	mt.now = now
+	if lister == nil {
+		return nil
+	}
+	mt.stored = &statusCounts{
+		lister: lister,
+		now:    now,
+		errors: mt.backendErrors.WithLabelValues("CountByStatus"),
+		desc: prometheus.NewDesc("asyncreply_operations",
+			"Operations the backend keeps, by status; the whole store, counted at most every 5 s.", []string{"status"}, nil),
+	}
+	if err := reg.Register(mt.stored); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	return nil
+}
+
+// statusCounts counts the backend's operations by status, for
+// asyncreply_operations and the dashboard, reusing a count for
+// StatusCountsTTL. It is a prometheus.Collector.
+type statusCounts struct {
+	lister backend.Lister
+	now    func() time.Time
+	errors prometheus.Counter
+	desc   *prometheus.Desc
+
+	// mu is held while counting, so that concurrent scrapes wait for one
+	// count instead of each scanning the store.
+	mu        sync.Mutex
+	counts    map[backend.Status]int
+	countedAt time.Time
+}
+
+// get returns the counts, counting again when the last count is older
+// than StatusCountsTTL, and when they were counted.
+func (s *statusCounts) get(ctx context.Context) (map[backend.Status]int, time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if s.counts != nil && now.Sub(s.countedAt) < StatusCountsTTL {
+		return s.counts, s.countedAt, nil
+	}
+	counts, err := s.lister.CountByStatus(ctx, backend.CountQuery{AnyOwner: true, Now: now})
+	if err != nil {
+		s.errors.Inc()
+		return nil, time.Time{}, fmt.Errorf("counting operations by status: %w", err)
+	}
+	s.counts, s.countedAt = counts, now
+	return counts, now, nil
+}
+
+func (s *statusCounts) Describe(ch chan<- *prometheus.Desc) { ch <- s.desc }
+
+// Collect exports the counts. When the store cannot be counted it exports
+// none, rather than failing the scrape of every other metric, and
+// asyncreply_backend_errors_total{method="CountByStatus"} says why.
+func (s *statusCounts) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	counts, _, err := s.get(ctx)
+	if err != nil {
+		return
+	}
+	for _, status := range listedStatuses {
+		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, float64(counts[status]), string(status))
+	}
+}
+
+// listedStatuses are the statuses a listing counts, in the order an
+// operation goes through them.
+var listedStatuses = []backend.Status{backend.NotStarted, backend.Running, backend.Succeeded, backend.Failed}
+
+// recentCounter counts events over the last minute, for the dashboard's
+// rates: a Prometheus counter holds only its total, and a rate needs two
+// readings some time apart, which a dashboard loaded once does not have.
+// It keeps one slot per second of the last minute.
+type recentCounter struct {
+	mu    sync.Mutex
+	slots [60]struct {
+		second int64 // the Unix second the slot counts
+		n      int
+	}
+}
+
+// recentWindow is the span recentCounter counts over.
+const recentWindow = time.Minute
+
+func (c *recentCounter) add(at time.Time) {
+	second := at.Unix()
+	c.mu.Lock()
+	slot := &c.slots[uint64(second)%uint64(len(c.slots))]
+	if slot.second != second {
+		slot.second, slot.n = second, 0
+	}
+	slot.n++
+	c.mu.Unlock()
+}
+
+// count returns the events of the minute up to now.
+func (c *recentCounter) count(now time.Time) int {
+	newest := now.Unix()
+	oldest := newest - int64(len(c.slots)) + 1
+	total := 0
+	c.mu.Lock()
+	for _, slot := range c.slots {
+		if slot.second >= oldest && slot.second <= newest {
+			total += slot.n
+		}
+	}
+	c.mu.Unlock()
+	return total
 }

@@ -59,6 +59,9 @@ func New(cfg Config) (*Middleware, error) {
 		return nil, &ConfigError{Field: "Registerer", Err: err}
 	}
 	lister, _ := cfg.Backend.(backend.Lister)
+	if err := mt.observeStore(cfg.Registerer, lister, cfg.now); err != nil {
+		return nil, &ConfigError{Field: "Registerer", Err: err}
+	}
 	cfg.Backend = countingBackend{Backend: cfg.Backend, errors: mt.backendErrors}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	var publicPath string

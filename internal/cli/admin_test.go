@@ -23,7 +23,7 @@ func TestAdminListenServesMetricsApart(t *testing.T) {
 	var admin string
 	s := startCommand(t, []string{"gateway", "--backend", "memory:", "--upstream", upstream.URL, "--async", "GET /reports/{id}",
 		"--admin-listen", "127.0.0.1:0", "--admin-token", "s3cret"}, func(_, stderr *lines) string {
-		admin = stderr.waitFor(t, regexp.MustCompile(`admin listening" url=(http://\S+)/metrics`))[1]
+		admin = stderr.waitFor(t, regexp.MustCompile(`admin listening" url=(http://\S+)/ `))[1]
 		return stderr.waitFor(t, regexp.MustCompile(`listening" url=(http://\S+)`))[1]
 	})
 	if admin == s.base {
@@ -77,6 +77,84 @@ func TestAdminListenServesMetricsApart(t *testing.T) {
 	}
 	if accepted != 1 {
 		t.Errorf("asyncreply_operations_accepted_total = %v, want 1", accepted)
+	}
+	if got := families["asyncreply_operations"]; got == nil {
+		t.Error("no asyncreply_operations gauge of the memory backend's operations")
+	}
+}
+
+// The token guards the dashboard and its API as it guards /metrics: a
+// script sends it as a bearer token; a browser visits /?token= once and
+// is redirected to the page with a cookie that stands for it, which no
+// cross-origin post can use.
+func TestAdminTokenGuardsTheDashboard(t *testing.T) {
+	t.Parallel()
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "report")
+	}))
+	t.Cleanup(upstream.Close)
+	var admin string
+	startCommand(t, []string{"gateway", "--backend", "memory:", "--upstream", upstream.URL, "--async", "GET /reports/{id}",
+		"--admin-listen", "127.0.0.1:0", "--admin-token", "s3cret"}, func(_, stderr *lines) string {
+		admin = stderr.waitFor(t, regexp.MustCompile(`admin listening" url=(http://\S+)/ `))[1]
+		return stderr.waitFor(t, regexp.MustCompile(`listening" url=(http://\S+)`))[1]
+	})
+	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(method, path string, header ...string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, admin+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := noRedirects.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+
+	for _, path := range []string{"/", "/api/summary", "/api/operations", "/metrics", "/?token=wrong"} {
+		if resp := do(http.MethodGet, path); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without the token = %d, want 401", path, resp.StatusCode)
+		}
+	}
+	if resp := do(http.MethodGet, "/", "Cookie", adminCookie+"=s3cret"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET / with the token itself as the cookie = %d, want 401", resp.StatusCode)
+	}
+	for _, path := range []string{"/", "/api/summary", "/api/operations"} {
+		if resp := do(http.MethodGet, path, "Authorization", "Bearer s3cret"); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s with the bearer token = %d, want 200", path, resp.StatusCode)
+		}
+	}
+
+	resp := do(http.MethodGet, "/?token=s3cret")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Fatalf("GET /?token= = %d Location %q, want 303 to /", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	cookies := resp.Cookies()
+	if len(cookies) != 1 || cookies[0].Name != adminCookie || !cookies[0].HttpOnly ||
+		cookies[0].SameSite != http.SameSiteStrictMode || strings.Contains(cookies[0].Value, "s3cret") {
+		t.Fatalf("cookies = %+v, want one HttpOnly, SameSite=Strict %s without the token in it", cookies, adminCookie)
+	}
+	cookie := adminCookie + "=" + cookies[0].Value
+	for _, path := range []string{"/", "/api/summary", "/metrics"} {
+		if resp := do(http.MethodGet, path, "Cookie", cookie); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s with the cookie = %d, want 200", path, resp.StatusCode)
+		}
+	}
+	resp = do(http.MethodPost, "/api/operations/AAAAAAAAAAAAAAAAAAAAAA/cancel", "Cookie", cookie,
+		"Origin", "http://evil.example", "Content-Type", "application/x-www-form-urlencoded")
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a cross-origin post with the cookie = %d, want 403", resp.StatusCode)
+	}
+	resp = do(http.MethodPost, "/api/operations/AAAAAAAAAAAAAAAAAAAAAA/cancel", "Cookie", cookie, "Sec-Fetch-Site", "same-origin")
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("a same-origin cancel of an unknown operation = %d, want 404", resp.StatusCode)
 	}
 }
 

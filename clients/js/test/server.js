@@ -1,5 +1,6 @@
 // Starts the Go test server (./server/main.go) for a test file: builds it
-// into a temporary directory, runs it, and reads the URL it prints.
+// into a temporary directory, runs it, and reads the URL it prints (and,
+// with -admin, the dashboard's URL on the next line).
 
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -14,7 +15,7 @@ const moduleRoot = resolve(here, '../../..');
 
 /**
  * @param {string[]} [args] flags for the server
- * @returns {Promise<{url: string, stop: () => Promise<void>}>}
+ * @returns {Promise<{url: string, adminURL?: string, stop: () => Promise<void>}>}
  */
 export async function startServer(args = []) {
   const dir = await mkdtemp(join(tmpdir(), 'asyncreply-js-test-'));
@@ -33,12 +34,17 @@ export async function startServer(args = []) {
   });
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
 
-  const url = await new Promise((resolve, reject) => {
+  const want = args.includes('-admin') ? 2 : 1;
+  const [url, adminURL] = await new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout });
     const timer = setTimeout(() => reject(new Error(`the test server printed no URL:\n${stderr}`)), 30_000);
-    lines.once('line', (line) => {
-      clearTimeout(timer);
-      resolve(line.trim());
+    const printed = [];
+    lines.on('line', (line) => {
+      printed.push(line.trim());
+      if (printed.length === want) {
+        clearTimeout(timer);
+        resolve(printed);
+      }
     });
     exited.then((how) => {
       clearTimeout(timer);
@@ -48,6 +54,7 @@ export async function startServer(args = []) {
 
   return {
     url,
+    adminURL,
     async stop() {
       // Closing its input asks the server to shut down; a kill follows if
       // it takes too long.

@@ -5,9 +5,12 @@
 //
 // It listens on a free loopback port, prints its base URL on the first line
 // of standard output, and runs until its standard input closes or it is
-// interrupted, so that it never outlives the test that started it.
+// interrupted, so that it never outlives the test that started it. With
+// -admin it serves the operator's dashboard (AdminHandler) on a second free
+// port, as an operator listener apart from the clients', and prints its URL
+// on the second line.
 //
-//	go run ./clients/js/test/server [-static DIR]
+//	go run ./clients/js/test/server [-static DIR] [-admin]
 package main
 
 import (
@@ -33,14 +36,15 @@ import (
 
 func main() {
 	static := flag.String("static", "", "`directory` served under /static/, for pages that load the client")
+	admin := flag.Bool("admin", false, "serve the dashboard on a second port, printed on the second line")
 	flag.Parse()
-	if err := run(*static); err != nil {
+	if err := run(*static, *admin); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(1)
 	}
 }
 
-func run(static string) error {
+func run(static string, admin bool) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ar, err := asyncreply.New(asyncreply.Config{Logger: logger})
 	if err != nil {
@@ -52,6 +56,16 @@ func run(static string) error {
 	}
 	srv := &http.Server{Handler: ar.Handler(newApp(static)), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Printf("http://%s\n", ln.Addr())
+	if admin {
+		adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		adminSrv := &http.Server{Handler: ar.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go adminSrv.Serve(adminLn)
+		defer adminSrv.Close()
+		fmt.Printf("http://%s\n", adminLn.Addr())
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,14 @@
+package gateway
+
+import "net/http"
+
+// AdminHandler serves the operator's dashboard of the gateway's operations,
+// its JSON API and GET /metrics (asyncreply's AdminHandler), for an
+// operator listener: never for the listener clients reach, since it shows
+// and acts on every owner's operations, and it does not authenticate. The
+// asyncreply command serves it on --admin-listen, behind --admin-token.
+// A re-run is replayed to the upstream like any operation, by whichever
+// process executes it.
+func (g *Gateway) AdminHandler() http.Handler {
+	return g.middleware.AdminHandler()
+}
