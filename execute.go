@@ -135,7 +135,8 @@ func (m *Middleware) replayRecorded(ctx context.Context, op *backend.Operation) 
 	}
 	stored := rec.response()
 	if span != nil {
-		stored.Trace = span.SpanContext() // for the collect's span to link to
+		replay := span.SpanContext() // for the collect's span to link to
+		stored.Trace = &replay
 	}
 	return backend.Outcome{Status: backend.Succeeded, Response: m.sealer.seal(op.ID, stored.marshal())}, nil
 }

@@ -28,9 +28,10 @@ type recordedRequest struct {
 	TLS        bool
 	Header     http.Header
 	Body       []byte
-	// Trace is the submit's span, whose child each replay's is; invalid
-	// when tracing was off at submit.
-	Trace trace.SpanContext
+	// Trace is the submit's span, whose child each replay's is; nil when
+	// tracing was off at submit. A pointer, so that the struct stays in its
+	// allocation size class when tracing is off.
+	Trace *trace.SpanContext
 }
 
 // hopByHopHeaders are the request headers addressed to the server that
@@ -74,8 +75,8 @@ type storedResponse struct {
 	// Content-Length, if any, is the length of the body a GET would have.
 	Head bool
 	// Trace is the span of the replay that stored the response, which a
-	// collect of it links to; invalid when tracing was off.
-	Trace trace.SpanContext
+	// collect of it links to; nil when tracing was off.
+	Trace *trace.SpanContext
 }
 
 // The encodings are length-prefixed binary, versioned by their first byte:
@@ -96,9 +97,9 @@ const storedResponseHead = 1 << 0
 func (rr *recordedRequest) marshal() []byte {
 	size := 32 + len(rr.Method) + len(rr.RequestURI) + len(rr.Host) + len(rr.RemoteAddr) + headerSize(rr.Header) + len(rr.Body)
 	version := byte(recordedRequestV1)
-	if rr.Trace.IsValid() {
+	if rr.Trace != nil {
 		version = recordedRequestV2
-		size += traceContextSize(rr.Trace)
+		size += traceContextSize(*rr.Trace)
 	}
 	b := make([]byte, 0, size)
 	b = append(b, version)
@@ -114,7 +115,7 @@ func (rr *recordedRequest) marshal() []byte {
 	b = appendHeader(b, rr.Header)
 	b = appendBytes(b, rr.Body)
 	if version == recordedRequestV2 {
-		b = appendTraceContext(b, rr.Trace)
+		b = appendTraceContext(b, *rr.Trace)
 	}
 	return b
 }
@@ -184,8 +185,8 @@ var replayedTLS = &tls.ConnectionState{HandshakeComplete: true}
 
 func (sr *storedResponse) marshal() []byte {
 	size, version := 16+headerSize(sr.Header)+len(sr.Body), byte(storedResponseV2)
-	if sr.Trace.IsValid() {
-		size, version = size+traceContextSize(sr.Trace), storedResponseV3
+	if sr.Trace != nil {
+		size, version = size+traceContextSize(*sr.Trace), storedResponseV3
 	}
 	b := make([]byte, 0, size)
 	b = append(b, version)
@@ -198,7 +199,7 @@ func (sr *storedResponse) marshal() []byte {
 	b = appendHeader(b, sr.Header)
 	b = appendBytes(b, sr.Body)
 	if version == storedResponseV3 {
-		b = appendTraceContext(b, sr.Trace)
+		b = appendTraceContext(b, *sr.Trace)
 	}
 	return b
 }
@@ -321,14 +322,14 @@ func (d *decoder) string() string { return string(d.bytes()) }
 // traceContext reads what appendTraceContext wrote, as the context of a
 // remote span: the process that started it may be another. A tracestate
 // that no longer parses is dropped, not the trace.
-func (d *decoder) traceContext() trace.SpanContext {
+func (d *decoder) traceContext() *trace.SpanContext {
 	ids, state := d.bytes(), d.string()
 	if d.err != nil {
-		return trace.SpanContext{}
+		return nil
 	}
 	if len(ids) != traceIDs {
 		d.fail()
-		return trace.SpanContext{}
+		return nil
 	}
 	var cfg trace.SpanContextConfig
 	copy(cfg.TraceID[:], ids)
@@ -336,7 +337,8 @@ func (d *decoder) traceContext() trace.SpanContext {
 	cfg.TraceFlags = trace.TraceFlags(ids[traceIDs-1])
 	cfg.TraceState, _ = trace.ParseTraceState(state)
 	cfg.Remote = true
-	return trace.NewSpanContext(cfg)
+	sc := trace.NewSpanContext(cfg)
+	return &sc
 }
 
 func (d *decoder) header() http.Header {

@@ -62,7 +62,8 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteO
 		return
 	}
 	if span != nil {
-		recorded.Trace = span.SpanContext() // for the replay's span, a child of this one
+		submit := span.SpanContext() // for the replay's span, a child of this one
+		recorded.Trace = &submit
 	}
 	var created bool
 	stored, created, ok = m.store(w, r, recorded, owner, opts)

@@ -95,7 +95,6 @@ func (t *tracing) propagation() propagation.TextMapPropagator {
 var (
 	unsetGlobalProvider   = internalGlobalType(otel.GetTracerProvider())
 	unsetGlobalPropagator = internalGlobalType(otel.GetTextMapPropagator())
-	deprecatedNoop        = reflect.TypeOf(trace.NewNoopTracerProvider()) //nolint:staticcheck // recognised, not used
 )
 
 func internalGlobalType(v any) reflect.Type {
@@ -106,14 +105,16 @@ func internalGlobalType(v any) reflect.Type {
 	return nil // already set by another package's init: never unset again
 }
 
-// noopProvider reports whether tp records nothing and propagates nothing.
+// noopProvider reports whether tp records nothing and propagates nothing:
+// noop's, or the global one before the program set it. Any other provider
+// is taken at its word, even one that samples nothing: its spans still
+// carry trace contexts on.
 func noopProvider(tp trace.TracerProvider) bool {
 	switch tp.(type) {
 	case noop.TracerProvider, *noop.TracerProvider:
 		return true
 	}
-	t := reflect.TypeOf(tp)
-	return t == unsetGlobalProvider || t == deprecatedNoop
+	return reflect.TypeOf(tp) == unsetGlobalProvider
 }
 
 // startSubmit starts the span of a request becoming an operation, under
@@ -225,9 +226,9 @@ func (m *Middleware) startReplay(ctx context.Context, op *backend.Operation, rr 
 			semconv.HTTPRequestMethodKey.String(rr.Method),
 		),
 	}
-	if rr.Trace.IsValid() {
-		parent = trace.ContextWithRemoteSpanContext(parent, rr.Trace)
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: rr.Trace}))
+	if rr.Trace != nil && rr.Trace.IsValid() {
+		parent = trace.ContextWithRemoteSpanContext(parent, *rr.Trace)
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: *rr.Trace}))
 	}
 	ctx, span := tracer.Start(parent, ReplaySpanName, opts...)
 	for _, field := range p.Fields() {
@@ -276,12 +277,12 @@ func (m *Middleware) startCollect(r *http.Request, id string) (context.Context, 
 
 // linkCollected links the collect span in ctx to the replay span that
 // stored the response, when tracing is on and there was one.
-func (m *Middleware) linkCollected(ctx context.Context, replay trace.SpanContext) {
-	if !replay.IsValid() || m.tracing.on() == nil {
+func (m *Middleware) linkCollected(ctx context.Context, replay *trace.SpanContext) {
+	if replay == nil || !replay.IsValid() || m.tracing.on() == nil {
 		return
 	}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddLink(trace.Link{SpanContext: replay})
+		span.AddLink(trace.Link{SpanContext: *replay})
 	}
 }
 

@@ -2,6 +2,8 @@ package asyncreply_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -270,4 +272,35 @@ func TestTracingAcrossProcesses(t *testing.T) {
 	if got, want := replayed.Get("Traceparent"), traceparentOf(replay.SpanContext()); got != want {
 		t.Errorf("replayed traceparent = %q, want the worker's replay span's %q", got, want)
 	}
+}
+
+// An operation traced: the replay continues the trace of the client's
+// request, and the application sees the replay span as its parent.
+func ExampleConfig_tracerProvider() {
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer tp.Shutdown(context.Background())
+
+	ar, err := asyncreply.New(asyncreply.Config{TracerProvider: tp, Inline: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		panic(err)
+	}
+	defer ar.Shutdown(context.Background())
+	mux := http.NewServeMux()
+	mux.Handle("POST /exports", asyncreply.Async(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if replay := trace.SpanContextFromContext(r.Context()); replay.IsValid() {
+			fmt.Println("replayed with traceparent", r.Header.Get("Traceparent") == traceparentOf(replay))
+		}
+	})))
+	req := httptest.NewRequest(http.MethodPost, "/exports", nil)
+	req.Header.Set("Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	ar.Handler(mux).ServeHTTP(httptest.NewRecorder(), req)
+
+	for _, s := range spans.Ended() {
+		fmt.Println(s.Name(), s.SpanContext().TraceID())
+	}
+	// Output:
+	// replayed with traceparent true
+	// asyncreply.replay 4bf92f3577b34da6a3ce929d0e0e4736
+	// asyncreply.submit 4bf92f3577b34da6a3ce929d0e0e4736
 }
