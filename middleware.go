@@ -34,7 +34,7 @@ type Middleware struct {
 	watches watches  // long-polls and event streams open
 	metrics *metrics
 	lister  backend.Lister // the backend, when it lists operations; nil otherwise
-	tracing tracing
+	tracing *tracing
 
 	background sync.WaitGroup // the sweeper and the backend's start-up
 	stopOnce   sync.Once

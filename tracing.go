@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -46,31 +47,56 @@ const (
 type tracing struct {
 	// fixed is set when Config.TracerProvider was: then tracer is decided
 	// once, nil for a no-op provider. Otherwise the global provider is
-	// looked at on every request, since a program may set it after New.
+	// looked at on every request, since a program may set it, or set
+	// another, after New; global holds its tracer.
 	fixed  bool
-	tracer trace.Tracer // the provider's; for the global one, a delegate that follows it once set
+	tracer trace.Tracer
+	global atomic.Pointer[providerTracer]
 
 	propagator propagation.TextMapPropagator // Config.Propagator; nil: the global one, or W3C while it is unset
 }
 
-func newTracing(cfg Config) tracing {
-	if cfg.TracerProvider == nil {
-		return tracing{tracer: otel.GetTracerProvider().Tracer(TracerScope), propagator: cfg.Propagator}
-	}
-	t := tracing{fixed: true, propagator: cfg.Propagator}
-	if !noopProvider(cfg.TracerProvider) {
-		t.tracer = cfg.TracerProvider.Tracer(TracerScope)
+// providerTracer is a provider and the tracer it gave.
+type providerTracer struct {
+	provider trace.TracerProvider
+	tracer   trace.Tracer
+}
+
+func newTracing(cfg Config) *tracing {
+	t := &tracing{propagator: cfg.Propagator}
+	if cfg.TracerProvider != nil {
+		t.fixed = true
+		if !noopProvider(cfg.TracerProvider) {
+			t.tracer = cfg.TracerProvider.Tracer(TracerScope)
+		}
 	}
 	return t
 }
 
 // on returns the tracer to start spans with, or nil when tracing is off.
-// It allocates nothing: it runs on every request.
+// Off, it allocates nothing: it runs on every request.
 func (t *tracing) on() trace.Tracer {
-	if !t.fixed && noopProvider(otel.GetTracerProvider()) {
+	if t.fixed {
+		return t.tracer
+	}
+	tp := otel.GetTracerProvider()
+	if noopProvider(tp) {
 		return nil
 	}
-	return t.tracer
+	if last := t.global.Load(); last != nil && sameProvider(last.provider, tp) {
+		return last.tracer
+	}
+	last := &providerTracer{provider: tp, tracer: tp.Tracer(TracerScope)}
+	t.global.Store(last)
+	return last.tracer
+}
+
+// sameProvider reports whether a and b are one provider. Providers are
+// pointers in practice; one of a type that == cannot compare is taken as
+// new each time rather than panicking.
+func sameProvider(a, b trace.TracerProvider) bool {
+	ta := reflect.TypeOf(a)
+	return ta == reflect.TypeOf(b) && ta.Comparable() && a == b
 }
 
 // defaultPropagator is the propagation used while neither

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -303,4 +304,32 @@ func ExampleConfig_tracerProvider() {
 	// replayed with traceparent true
 	// asyncreply.replay 4bf92f3577b34da6a3ce929d0e0e4736
 	// asyncreply.submit 4bf92f3577b34da6a3ce929d0e0e4736
+}
+
+// Without Config.TracerProvider the global provider is followed, even one
+// the program sets after New.
+func TestTracingFollowsTheGlobalProvider(t *testing.T) {
+	// Not parallel: it sets OpenTelemetry's global provider, then puts a
+	// no-op back.
+	seen := make(chan http.Header, 1)
+	b := setup(t, asyncreply.Config{}, route("POST /reports/{id}", asyncreply.Async(seenHeaders(seen))))
+	_, monitor := b.submit(t, http.MethodPost, "/reports/7", "", "Traceparent", clientTraceparent)
+	if got := testwait.Recv(t, seen, "the replayed request").Get("Traceparent"); got != clientTraceparent {
+		t.Errorf("before a global provider: replayed traceparent = %q, want the client's %q untouched", got, clientTraceparent)
+	}
+	b.finish(t, monitor)
+
+	tp, rec := newRecorder(t)
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(noop.NewTracerProvider()) })
+	_, monitor = b.submit(t, http.MethodPost, "/reports/7", "", "Traceparent", clientTraceparent)
+	replayed := testwait.Recv(t, seen, "the replayed request")
+	b.finish(t, monitor)
+	replay := endedSpan(t, rec, asyncreply.ReplaySpanName)
+	if got, want := replayed.Get("Traceparent"), traceparentOf(replay.SpanContext()); got != want {
+		t.Errorf("with the global provider set after New: replayed traceparent = %q, want the replay span's %q", got, want)
+	}
+	if got := replay.SpanContext().TraceID().String(); got != clientTraceID {
+		t.Errorf("replay trace ID = %s, want the client's %s through the default propagator", got, clientTraceID)
+	}
 }
