@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/memory"
@@ -158,6 +160,20 @@ type Config struct {
 	// the process's global registry. Defaults to a new registry of the
 	// Middleware's own, which MetricsHandler serves.
 	Registerer prometheus.Registerer
+
+	// TracerProvider starts the Middleware's spans (SubmitSpanName,
+	// ReplaySpanName, CollectSpanName): one trace per operation, from the
+	// request that made it through each replay, whose request carries the
+	// replay span's traceparent to the application. With a no-op provider
+	// nothing is traced, at no cost. Defaults to otel.GetTracerProvider(),
+	// the global one, a no-op until the program sets one.
+	TracerProvider trace.TracerProvider
+
+	// Propagator reads the trace context a client sends and writes the
+	// replay span's into the replayed request. Defaults to the global
+	// propagator once the program set one (otel.SetTextMapPropagator), W3C
+	// Trace Context and Baggage until then.
+	Propagator propagation.TextMapPropagator
 
 	// now is the clock, replaced in tests.
 	now func() time.Time

@@ -64,6 +64,18 @@
 // Config.MaxWatchesPerOwner); past the bound they are answered 503 or 429
 // with Retry-After.
 //
+// # Tracing
+//
+// With an OpenTelemetry SDK set up (Config.TracerProvider, or the global
+// provider), an operation is one trace: SubmitSpanName under the request
+// that made it, ReplaySpanName for each attempt, a child of the submit's
+// and linked to it — the submit's trace context is stored, sealed, in the
+// recorded request, so a worker in another process continues the trace —
+// and CollectSpanName for each read of the response, linked to the replay
+// that stored it. The replayed request carries the replay span's
+// traceparent in place of the client's, so the application's own spans
+// join the trace. Without an SDK nothing is traced and nothing allocated.
+//
 // # Backends
 //
 // Operations live in a Backend. The default, package backend/memory, keeps

@@ -66,7 +66,7 @@ func (m *Middleware) complete(ctx context.Context, op *backend.Operation, outcom
 // happened into an outcome. It returns an error instead when the execution
 // context was canceled from outside (cancel, shutdown), since then there is
 // nothing to store.
-func (m *Middleware) replayRecorded(ctx context.Context, op *backend.Operation) (backend.Outcome, error) {
+func (m *Middleware) replayRecorded(ctx context.Context, op *backend.Operation) (outcome backend.Outcome, abandoned error) {
 	unreadable := failure(http.StatusInternalServerError, "Recorded request unreadable", "The recorded request could not be read back.")
 	plain, err := m.sealer.open(op.ID, op.Request)
 	if err != nil {
@@ -106,14 +106,18 @@ func (m *Middleware) replayRecorded(ctx context.Context, op *backend.Operation) 
 		}()
 	}
 
+	replayCtx, span := m.startReplay(runCtx, op, recorded)
+	rec := newResponseRecorder(m.cfg.MaxResponseBytes, recorded.Method)
+	if span != nil {
+		defer func() { endReplay(span, outcome, rec.status, abandoned) }()
+	}
 	rp := &replayState{id: op.ID}
 	st := &requestState{m: m, replay: rp}
-	req, err := recorded.newRequest(context.WithValue(runCtx, stateKey{}, st))
+	req, err := recorded.newRequest(context.WithValue(replayCtx, stateKey{}, st))
 	if err != nil {
 		m.cfg.Logger.Error("asyncreply: recorded request corrupt", "operation", op.ID, "error", err)
 		return unreadable, nil
 	}
-	rec := newResponseRecorder(m.cfg.MaxResponseBytes, req.Method)
 	panicked := m.serveReplay(rec, req)
 
 	switch cause := context.Cause(runCtx); {
@@ -129,7 +133,12 @@ func (m *Middleware) replayRecorded(ctx context.Context, op *backend.Operation) 
 		return failure(http.StatusInternalServerError, "Response too large",
 			fmt.Sprintf("The response exceeded the limit of %d bytes for stored responses.", m.cfg.MaxResponseBytes)), nil
 	}
-	return backend.Outcome{Status: backend.Succeeded, Response: m.sealer.seal(op.ID, rec.response().marshal())}, nil
+	stored := rec.response()
+	if span != nil {
+		replay := span.SpanContext() // for the collect's span to link to
+		stored.Trace = &replay
+	}
+	return backend.Outcome{Status: backend.Succeeded, Response: m.sealer.seal(op.ID, stored.marshal())}, nil
 }
 
 // serveReplay runs the application on a replayed request and reports whether

@@ -34,6 +34,7 @@ type Middleware struct {
 	watches watches  // long-polls and event streams open
 	metrics *metrics
 	lister  backend.Lister // the backend, when it lists operations; nil otherwise
+	tracing *tracing
 
 	background sync.WaitGroup // the sweeper and the backend's start-up
 	stopOnce   sync.Once
@@ -79,6 +80,7 @@ func New(cfg Config) (*Middleware, error) {
 		watches:      watches{max: cfg.MaxWatches, maxPerOwner: cfg.MaxWatchesPerOwner, gauge: mt.watchesOpen},
 		metrics:      mt,
 		lister:       lister,
+		tracing:      newTracing(cfg),
 	}, nil
 }
 

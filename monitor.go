@@ -145,6 +145,11 @@ func (m *Middleware) serveStatus(w http.ResponseWriter, r *http.Request, id stri
 // serveResponse serves the stored response verbatim, with the headers that
 // keep it out of caches once deleted (writeResponse), or the failure.
 func (m *Middleware) serveResponse(w http.ResponseWriter, r *http.Request, id string) {
+	if ctx, span := m.startCollect(r, id); span != nil {
+		status := &statusWriter{ResponseWriter: w}
+		w, r = status, r.WithContext(ctx)
+		defer func() { endHTTPSpan(span, status.status); span.End() }()
+	}
 	op, ok := m.lookup(w, r, id)
 	if !ok {
 		return
@@ -217,6 +222,9 @@ func (m *Middleware) writeResponse(w http.ResponseWriter, r *http.Request, op *b
 	if err != nil {
 		m.writeUnreadable(w, op, err)
 		return
+	}
+	if atMonitor {
+		m.linkCollected(r.Context(), stored.Trace)
 	}
 	withCookies, err := m.deliversCookies(r.Context(), op, stored)
 	switch {

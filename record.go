@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // recordedRequest is what is kept of an incoming request so that a worker can
@@ -26,6 +28,10 @@ type recordedRequest struct {
 	TLS        bool
 	Header     http.Header
 	Body       []byte
+	// Trace is the submit's span, whose child each replay's is; nil when
+	// tracing was off at submit. A pointer, so that the struct stays in its
+	// allocation size class when tracing is off.
+	Trace *trace.SpanContext
 }
 
 // hopByHopHeaders are the request headers addressed to the server that
@@ -68,14 +74,21 @@ type storedResponse struct {
 	// Head marks the answer to a HEAD request: it has no body, and its
 	// Content-Length, if any, is the length of the body a GET would have.
 	Head bool
+	// Trace is the span of the replay that stored the response, which a
+	// collect of it links to; nil when tracing was off.
+	Trace *trace.SpanContext
 }
 
 // The encodings are length-prefixed binary, versioned by their first byte:
 // compact and several times faster than JSON on the accept path.
+// A V1 or V2 encoding is written while tracing is off, so that a process
+// of an earlier version sharing the backend still reads it.
 const (
 	recordedRequestV1 = 1
+	recordedRequestV2 = 2 // V1 with a trace context after the body
 	storedResponseV1  = 1
 	storedResponseV2  = 2 // V1 with a flags byte after the status code
+	storedResponseV3  = 3 // V2 with a trace context after the body
 )
 
 // storedResponseHead is the flag of a storedResponse.Head.
@@ -83,8 +96,13 @@ const storedResponseHead = 1 << 0
 
 func (rr *recordedRequest) marshal() []byte {
 	size := 32 + len(rr.Method) + len(rr.RequestURI) + len(rr.Host) + len(rr.RemoteAddr) + headerSize(rr.Header) + len(rr.Body)
+	version := byte(recordedRequestV1)
+	if rr.Trace != nil {
+		version = recordedRequestV2
+		size += traceContextSize(*rr.Trace)
+	}
 	b := make([]byte, 0, size)
-	b = append(b, recordedRequestV1)
+	b = append(b, version)
 	b = appendString(b, rr.Method)
 	b = appendString(b, rr.RequestURI)
 	b = appendString(b, rr.Host)
@@ -95,13 +113,18 @@ func (rr *recordedRequest) marshal() []byte {
 		b = append(b, 0)
 	}
 	b = appendHeader(b, rr.Header)
-	return appendBytes(b, rr.Body)
+	b = appendBytes(b, rr.Body)
+	if version == recordedRequestV2 {
+		b = appendTraceContext(b, *rr.Trace)
+	}
+	return b
 }
 
 func unmarshalRecordedRequest(data []byte) (*recordedRequest, error) {
 	d := decoder{data: data}
-	if v := d.byte(); v != recordedRequestV1 {
-		return nil, fmt.Errorf("recorded request: unknown encoding version %d", v)
+	version := d.byte()
+	if version != recordedRequestV1 && version != recordedRequestV2 {
+		return nil, fmt.Errorf("recorded request: unknown encoding version %d", version)
 	}
 	rr := &recordedRequest{
 		Method:     d.string(),
@@ -111,6 +134,9 @@ func unmarshalRecordedRequest(data []byte) (*recordedRequest, error) {
 		TLS:        d.byte() == 1,
 		Header:     d.header(),
 		Body:       d.bytes(),
+	}
+	if version >= recordedRequestV2 {
+		rr.Trace = d.traceContext()
 	}
 	if d.err != nil {
 		return nil, fmt.Errorf("recorded request: %w", d.err)
@@ -158,8 +184,12 @@ func (rr *recordedRequest) newRequest(ctx context.Context) (*http.Request, error
 var replayedTLS = &tls.ConnectionState{HandshakeComplete: true}
 
 func (sr *storedResponse) marshal() []byte {
-	b := make([]byte, 0, 16+headerSize(sr.Header)+len(sr.Body))
-	b = append(b, storedResponseV2)
+	size, version := 16+headerSize(sr.Header)+len(sr.Body), byte(storedResponseV2)
+	if sr.Trace != nil {
+		size, version = size+traceContextSize(*sr.Trace), storedResponseV3
+	}
+	b := make([]byte, 0, size)
+	b = append(b, version)
 	b = binary.AppendUvarint(b, uint64(sr.StatusCode))
 	var flags byte
 	if sr.Head {
@@ -167,13 +197,17 @@ func (sr *storedResponse) marshal() []byte {
 	}
 	b = append(b, flags)
 	b = appendHeader(b, sr.Header)
-	return appendBytes(b, sr.Body)
+	b = appendBytes(b, sr.Body)
+	if version == storedResponseV3 {
+		b = appendTraceContext(b, *sr.Trace)
+	}
+	return b
 }
 
 func unmarshalStoredResponse(data []byte) (*storedResponse, error) {
 	d := decoder{data: data}
 	version := d.byte()
-	if version != storedResponseV1 && version != storedResponseV2 {
+	if version < storedResponseV1 || version > storedResponseV3 {
 		return nil, fmt.Errorf("stored response: unknown encoding version %d", version)
 	}
 	sr := &storedResponse{StatusCode: int(d.uvarint())}
@@ -181,6 +215,9 @@ func unmarshalStoredResponse(data []byte) (*storedResponse, error) {
 		sr.Head = d.byte()&storedResponseHead != 0
 	}
 	sr.Header, sr.Body = d.header(), d.bytes()
+	if version >= storedResponseV3 {
+		sr.Trace = d.traceContext()
+	}
 	if d.err != nil {
 		return nil, fmt.Errorf("stored response: %w", d.err)
 	}
@@ -218,6 +255,24 @@ func appendHeader(b []byte, h http.Header) []byte {
 		}
 	}
 	return b
+}
+
+// traceIDs is the length of a trace context's IDs and flags as encoded:
+// the trace ID, the span ID and the W3C trace flags.
+const traceIDs = len(trace.TraceID{}) + len(trace.SpanID{}) + 1
+
+func traceContextSize(sc trace.SpanContext) int {
+	return 2 + traceIDs + len(sc.TraceState().String()) + 2
+}
+
+// appendTraceContext appends a span's W3C trace context: its IDs and flags,
+// and its tracestate as the header carries it.
+func appendTraceContext(b []byte, sc trace.SpanContext) []byte {
+	traceID, spanID := sc.TraceID(), sc.SpanID()
+	ids := make([]byte, 0, traceIDs)
+	ids = append(append(append(ids, traceID[:]...), spanID[:]...), byte(sc.TraceFlags()))
+	b = appendBytes(b, ids)
+	return appendString(b, sc.TraceState().String())
 }
 
 var errTruncated = errors.New("truncated or corrupt data")
@@ -263,6 +318,28 @@ func (d *decoder) bytes() []byte {
 }
 
 func (d *decoder) string() string { return string(d.bytes()) }
+
+// traceContext reads what appendTraceContext wrote, as the context of a
+// remote span: the process that started it may be another. A tracestate
+// that no longer parses is dropped, not the trace.
+func (d *decoder) traceContext() *trace.SpanContext {
+	ids, state := d.bytes(), d.string()
+	if d.err != nil {
+		return nil
+	}
+	if len(ids) != traceIDs {
+		d.fail()
+		return nil
+	}
+	var cfg trace.SpanContextConfig
+	copy(cfg.TraceID[:], ids)
+	copy(cfg.SpanID[:], ids[len(cfg.TraceID):])
+	cfg.TraceFlags = trace.TraceFlags(ids[traceIDs-1])
+	cfg.TraceState, _ = trace.ParseTraceState(state)
+	cfg.Remote = true
+	sc := trace.NewSpanContext(cfg)
+	return &sc
+}
 
 func (d *decoder) header() http.Header {
 	n := d.uvarint()

@@ -30,13 +30,22 @@ func (m *Middleware) deferToOperation(w http.ResponseWriter, r *http.Request, st
 		return false
 	}
 	st.answered = true
-	m.accept(&submitCounter{ResponseWriter: w, metrics: m.metrics, route: r.Pattern}, st, opts)
+	m.accept(&submitCounter{ResponseWriter: w, metrics: m.metrics, route: r.Pattern}, st, opts, r.Pattern)
 	return true
 }
 
-// accept records the request, stores it as an operation and answers it.
-func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteOptions) {
+// accept records the request, stores it as an operation and answers it,
+// in the submit's span when tracing is on (route is the pattern the
+// request matched, "" when unknown).
+func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteOptions, route string) {
 	r := st.original
+	ctx, span := m.startSubmit(r, route)
+	var stored *backend.Operation
+	if span != nil {
+		status := &statusWriter{ResponseWriter: w}
+		w, r = status, r.WithContext(ctx)
+		defer func() { endSubmit(span, status.status, stored) }()
+	}
 	if m.shuttingDown() {
 		w.Header().Set("Retry-After", m.retryAfter)
 		writeProblem(w, http.StatusServiceUnavailable, "Shutting down", "The server is shutting down and accepts no new operations. Retry later.")
@@ -52,7 +61,12 @@ func (m *Middleware) accept(w http.ResponseWriter, st *requestState, opts RouteO
 	if !ok {
 		return
 	}
-	stored, created, ok := m.store(w, r, recorded, owner, opts)
+	if span != nil {
+		submit := span.SpanContext() // for the replay's span, a child of this one
+		recorded.Trace = &submit
+	}
+	var created bool
+	stored, created, ok = m.store(w, r, recorded, owner, opts)
 	if !ok {
 		return
 	}

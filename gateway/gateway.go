@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend"
@@ -177,6 +179,15 @@ type Config struct {
 	// serves (asyncreply.Config.Registerer). Defaults to a new registry of
 	// the gateway's own.
 	Registerer prometheus.Registerer
+
+	// TracerProvider and Propagator trace each operation
+	// (asyncreply.Config.TracerProvider, asyncreply.Config.Propagator):
+	// a replay reaches the upstream with its span's traceparent, in the
+	// trace of the request that made the operation; a request the gateway
+	// only forwards keeps the client's trace headers. Default to
+	// OpenTelemetry's global provider and propagator.
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
 
 	// Key, when set, encrypts recorded requests (cookies and Authorization
 	// included) and stored responses at rest with AES-256-GCM; it must be 32
@@ -327,6 +338,8 @@ func (g *Gateway) configure(cfg Config) (asyncreply.Config, error) {
 		Timeout:            cfg.Timeout,
 		Logger:             cfg.Logger,
 		Registerer:         cfg.Registerer,
+		TracerProvider:     cfg.TracerProvider,
+		Propagator:         cfg.Propagator,
 		Key:                cfg.Key,
 		AcceptOnly:         cfg.AcceptOnly,
 		Inline:             cfg.Inline,

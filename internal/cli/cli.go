@@ -55,19 +55,28 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return usageFailure(stderr, "gateway", err)
 		}
-		return runGateway(ctx, opts, stderr)
+		return traced(ctx, cmd, getenv, stderr, func(tel *telemetry) int {
+			opts.telemetry = tel
+			return runGateway(ctx, opts, stderr)
+		})
 	case "demo":
 		opts, err := parseDemo(rest, getenv, stdout)
 		if err != nil {
 			return usageFailure(stderr, "demo", err)
 		}
-		return runDemo(ctx, opts, stdout, stderr)
+		return traced(ctx, cmd, getenv, stderr, func(tel *telemetry) int {
+			opts.telemetry = tel
+			return runDemo(ctx, opts, stdout, stderr)
+		})
 	case "worker":
 		opts, err := parseWorker(rest, getenv, stdout)
 		if err != nil {
 			return usageFailure(stderr, "worker", err)
 		}
-		return runWorker(ctx, opts, stderr)
+		return traced(ctx, cmd, getenv, stderr, func(tel *telemetry) int {
+			opts.telemetry = tel
+			return runWorker(ctx, opts, stderr)
+		})
 	case "migrate":
 		opts, err := parseMigrate(rest, getenv, stdout)
 		if err != nil {
@@ -140,6 +149,8 @@ type gatewayOptions struct {
 	maxWatches         int
 	maxWatchesPerOwner int
 	heartbeat          time.Duration
+
+	telemetry *telemetry // from the OTEL_* variables; nil: no tracing
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -256,6 +267,8 @@ func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, erro
 		AcceptOnly:         o.acceptOnly,
 		Inline:             o.inline,
 		ProgressURL:        o.progressURL,
+		TracerProvider:     o.telemetry.tracerProvider(),
+		Propagator:         o.telemetry.textMapPropagator(),
 	}
 	unopened := cfg
 	unopened.Backend = unopenedBackend{}

@@ -22,6 +22,8 @@ type demoOptions struct {
 	listen   string
 	delay    time.Duration
 	timeouts serverTimeouts
+
+	telemetry *telemetry // from the OTEL_* variables; nil: no tracing
 }
 
 func parseDemo(args []string, getenv func(string) string, help io.Writer) (*demoOptions, error) {
@@ -85,6 +87,7 @@ func runDemo(ctx context.Context, o *demoOptions, stdout, stderr io.Writer) int 
 		concurrency: gateway.DefaultConcurrency,
 		key:         keyFlag{demoKey()},
 		progressURL: localURL(ln.Addr()),
+		telemetry:   o.telemetry,
 	}, logger)
 	if err != nil {
 		ln.Close()
