@@ -161,7 +161,8 @@ var (
 // to the file, in this process or another, wait for each other's writes
 // instead of failing at once; and one
 // connection, as River's SQLite driver recommends, so that this process's
-// queries queue in database/sql rather than contend for SQLite's lock.
+// queries queue in database/sql rather than contend for SQLite's lock. The
+// connection keeps the statements it has run prepared (see stmtcache.go).
 //
 // With one connection, a transaction holds the whole *sql.DB: while one is
 // open, every query must go through it.
@@ -182,13 +183,19 @@ func Open(path string) (*sql.DB, error) {
 	}
 	// A URI filename: '?' and '#' would end the path, and '%' starts an escape.
 	escaped := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(filepath.ToSlash(abs))
-	db, err := sql.Open("sqlite", fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate",
-		escaped, busyTimeout.Milliseconds()))
+	connector, err := sqlite.NewConnector(dsn(escaped))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
+	db := sql.OpenDB(stmtCacheConnector{connector})
 	db.SetMaxOpenConns(1)
 	return db, nil
+}
+
+// dsn is the data source name of the file at path, a URI path escaped.
+func dsn(path string) string {
+	return fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate",
+		path, busyTimeout.Milliseconds())
 }
 
 // New opens the file at cfg.Path and returns a backend on it, migrating its
