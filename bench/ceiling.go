@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,8 +32,8 @@ rate at which SQLite itself runs the statements those operations cost,
 with nothing else: one goroutine on one connection of a new file opened
 as the backend opens it (WAL, synchronous=NORMAL, synchronous=FULL for
 the transaction that accepts), its schema migrated as the backend's. Per
-%d operations: one durable transaction inserting their River jobs and
-their rows; one fetch of their jobs, as River's (an UPDATE … RETURNING);
+%d operations: one durable transaction inserting their River jobs (in one
+statement) and their rows; one fetch of their jobs, as River's (an UPDATE … RETURNING);
 one transaction marking each running (an UPDATE … RETURNING its row, as
 MarkRunning) and completing each (an UPDATE, as Complete), the change
 counter's trigger firing for each; one transaction completing their jobs,
@@ -187,18 +188,37 @@ func (c *ceiling) accept(ctx context.Context, ids []string) error {
 	defer tx.Rollback()
 	now := time.Now()
 	at := now.UTC().Format("2006-01-02 15:04:05.000")
-	for _, id := range ids {
+	// The jobs in one statement, as River's InsertManyTx.
+	args := make([]any, 0, 2*len(ids)+1)
+	values := make([]string, len(ids))
+	args = append(args, at)
+	for i, id := range ids {
+		values[i] = fmt.Sprintf("(jsonb(?%d), 'asyncreply_operation', 10, jsonb('{}'), 2, 'asyncreply', 'available', ?1, ?1, jsonb('[]'))", i+2)
+		args = append(args, `{"operation_id":"`+id+`","timeout":600000000000}`)
+	}
+	rows, err := tx.QueryContext(ctx, `INSERT INTO river_job (args, kind, max_attempts, metadata, priority, queue, state, scheduled_at, created_at, tags)
+		VALUES `+strings.Join(values, ", ")+` RETURNING id, json_extract(args, '$.operation_id')`, args...)
+	if err != nil {
+		return err
+	}
+	jobs := make(map[string]int64, len(ids))
+	for rows.Next() {
 		var job int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO river_job (args, kind, max_attempts, metadata, priority, queue, state, scheduled_at, created_at, tags)
-			VALUES (jsonb(?), 'asyncreply_operation', 10, jsonb('{}'), 2, 'asyncreply', 'available', ?, ?, jsonb('[]')) RETURNING id`,
-			`{"operation_id":"`+id+`","timeout":600000000000}`, at, at).Scan(&job)
-		if err != nil {
+		var id string
+		if err := rows.Scan(&job, &id); err != nil {
+			rows.Close()
 			return err
 		}
+		jobs[id] = job
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO asyncreply_operation (id, owner, idempotency_key, fingerprint, status,
 			request, timeout_us, retention_us, created_at, updated_at, job_id)
 			VALUES (?, '', '', NULL, 'NotStarted', ?, ?, ?, ?, ?, ?)`,
-			id, c.request, (10 * time.Minute).Microseconds(), (2 * time.Second).Microseconds(), now.UnixMicro(), now.UnixMicro(), job); err != nil {
+			id, c.request, (10 * time.Minute).Microseconds(), (2 * time.Second).Microseconds(), now.UnixMicro(), now.UnixMicro(), jobs[id]); err != nil {
 			return err
 		}
 	}

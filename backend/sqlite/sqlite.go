@@ -68,6 +68,17 @@ const (
 	DefaultHeartbeatInterval = riverjob.DefaultHeartbeatInterval
 )
 
+// River fetches new jobs from the file at most every riverFetchCooldown,
+// when told of new ones (its SQLite driver polls its notifications every
+// 50 ms), and at least every riverFetchPollInterval. At River's defaults,
+// 100 ms and 1 s, execution fell behind accepting under load: up to
+// Concurrency jobs a fetch, fetches spaced by the cooldown. An idle
+// process's fetch is an UPDATE that changes nothing, five a second.
+const (
+	riverFetchCooldown     = 20 * time.Millisecond
+	riverFetchPollInterval = 200 * time.Millisecond
+)
+
 // busyTimeout is how long a write waits for another connection's write
 // transaction on the same file to end before it fails with ErrUnavailable.
 const busyTimeout = 5 * time.Second
@@ -264,6 +275,7 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 	})
 	client, err := riverjob.NewClient(riversqlite.New(db), b.worker, riverjob.ClientConfig{
 		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter, Logger: cfg.Logger,
+		FetchCooldown: riverFetchCooldown, FetchPollInterval: riverFetchPollInterval,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
