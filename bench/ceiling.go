@@ -31,7 +31,8 @@ loopback HTTP, every operation executed before the run ends) beside the
 rate at which SQLite itself runs the statements those operations cost,
 with nothing else: one goroutine on one connection of a new file opened
 as the backend opens it (WAL, synchronous=NORMAL, synchronous=FULL for
-the transaction that accepts), its schema migrated as the backend's. Per
+the transaction that accepts), its schema migrated as the backend's, its
+statements prepared once. Per
 %d operations: one durable transaction inserting their River jobs (in one
 statement) and their rows; one fetch of their jobs, as River's (an UPDATE … RETURNING);
 one transaction marking each running (an UPDATE … RETURNING its row, as
@@ -104,6 +105,8 @@ type ceiling struct {
 	db                *sql.DB
 	request, response []byte
 	seq               int
+	// The statements, prepared once: what is measured is running them.
+	insertJobs, insertOperation, fetchJobs, markRunning, complete, completeJob *sql.Stmt
 }
 
 func openCeiling(ctx context.Context, dir string) (*ceiling, error) {
@@ -123,6 +126,37 @@ func openCeiling(ctx context.Context, dir string) (*ceiling, error) {
 	c := &ceiling{db: db, request: make([]byte, 300), response: make([]byte, 200)}
 	rand.Read(c.request) // an encrypted recorded request, about its size
 	rand.Read(c.response)
+	values := make([]string, ceilingBatch)
+	for i := range values {
+		values[i] = fmt.Sprintf("(jsonb(?%d), 'asyncreply_operation', 10, jsonb('{}'), 2, 'asyncreply', 'available', ?1, ?1, jsonb('[]'))", i+2)
+	}
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		// The jobs in one statement, as River's InsertManyTx.
+		{&c.insertJobs, `INSERT INTO river_job (args, kind, max_attempts, metadata, priority, queue, state, scheduled_at, created_at, tags)
+			VALUES ` + strings.Join(values, ", ") + ` RETURNING id, json_extract(args, '$.operation_id')`},
+		{&c.insertOperation, `INSERT INTO asyncreply_operation (id, owner, idempotency_key, fingerprint, status,
+			request, timeout_us, retention_us, created_at, updated_at, job_id)
+			VALUES (?, '', '', NULL, 'NotStarted', ?, ?, ?, ?, ?, ?)`},
+		{&c.fetchJobs, `UPDATE river_job SET attempt = attempt + 1, attempted_at = ?1,
+				attempted_by = jsonb(json_array('ceiling')), state = 'running'
+			WHERE id IN (SELECT id FROM river_job
+				WHERE priority >= 0 AND queue = 'asyncreply' AND scheduled_at <= ?1 AND state = 'available'
+				ORDER BY priority, scheduled_at, id LIMIT ?2)
+			RETURNING id, json(args), attempt, json(attempted_by), json(metadata)`},
+		{&c.markRunning, `UPDATE asyncreply_operation SET status = 'Running', attempt = attempt + 1, updated_at = ?
+			WHERE id = ? AND status IN ('NotStarted', 'Running') RETURNING status, request`},
+		{&c.complete, `UPDATE asyncreply_operation SET status = 'Succeeded', response = ?, request = NULL,
+			updated_at = ?, expires_at = ? + retention_us WHERE id = ? AND status IN ('NotStarted', 'Running')`},
+		{&c.completeJob, `UPDATE river_job SET state = 'completed', finalized_at = ? WHERE id = ? AND state = 'running'`},
+	} {
+		if *p.stmt, err = db.PrepareContext(ctx, p.query); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
@@ -188,16 +222,12 @@ func (c *ceiling) accept(ctx context.Context, ids []string) error {
 	defer tx.Rollback()
 	now := time.Now()
 	at := now.UTC().Format("2006-01-02 15:04:05.000")
-	// The jobs in one statement, as River's InsertManyTx.
-	args := make([]any, 0, 2*len(ids)+1)
-	values := make([]string, len(ids))
+	args := make([]any, 0, len(ids)+1)
 	args = append(args, at)
-	for i, id := range ids {
-		values[i] = fmt.Sprintf("(jsonb(?%d), 'asyncreply_operation', 10, jsonb('{}'), 2, 'asyncreply', 'available', ?1, ?1, jsonb('[]'))", i+2)
+	for _, id := range ids {
 		args = append(args, `{"operation_id":"`+id+`","timeout":600000000000}`)
 	}
-	rows, err := tx.QueryContext(ctx, `INSERT INTO river_job (args, kind, max_attempts, metadata, priority, queue, state, scheduled_at, created_at, tags)
-		VALUES `+strings.Join(values, ", ")+` RETURNING id, json_extract(args, '$.operation_id')`, args...)
+	rows, err := tx.StmtContext(ctx, c.insertJobs).QueryContext(ctx, args...)
 	if err != nil {
 		return err
 	}
@@ -215,9 +245,7 @@ func (c *ceiling) accept(ctx context.Context, ids []string) error {
 		return err
 	}
 	for _, id := range ids {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO asyncreply_operation (id, owner, idempotency_key, fingerprint, status,
-			request, timeout_us, retention_us, created_at, updated_at, job_id)
-			VALUES (?, '', '', NULL, 'NotStarted', ?, ?, ?, ?, ?, ?)`,
+		if _, err := tx.StmtContext(ctx, c.insertOperation).ExecContext(ctx,
 			id, c.request, (10 * time.Minute).Microseconds(), (2 * time.Second).Microseconds(), now.UnixMicro(), now.UnixMicro(), jobs[id]); err != nil {
 			return err
 		}
@@ -227,12 +255,7 @@ func (c *ceiling) accept(ctx context.Context, ids []string) error {
 
 func (c *ceiling) fetch(ctx context.Context) ([]int64, error) {
 	at := time.Now().UTC().Format("2006-01-02 15:04:05.000")
-	rows, err := c.db.QueryContext(ctx, `UPDATE river_job SET attempt = attempt + 1, attempted_at = ?1,
-			attempted_by = jsonb(json_array('ceiling')), state = 'running'
-		WHERE id IN (SELECT id FROM river_job
-			WHERE priority >= 0 AND queue = 'asyncreply' AND scheduled_at <= ?1 AND state = 'available'
-			ORDER BY priority, scheduled_at, id LIMIT ?2)
-		RETURNING id, json(args), attempt, json(attempted_by), json(metadata)`, at, ceilingBatch)
+	rows, err := c.fetchJobs.QueryContext(ctx, at, ceilingBatch)
 	if err != nil {
 		return nil, err
 	}
@@ -260,15 +283,13 @@ func (c *ceiling) execute(ctx context.Context, ids []string) error {
 	for _, id := range ids {
 		var status string
 		var request []byte
-		if err := tx.QueryRowContext(ctx, `UPDATE asyncreply_operation SET status = 'Running', attempt = attempt + 1, updated_at = ?
-			WHERE id = ? AND status IN ('NotStarted', 'Running') RETURNING status, request`, time.Now().UnixMicro(), id).Scan(&status, &request); err != nil {
+		if err := tx.StmtContext(ctx, c.markRunning).QueryRowContext(ctx, time.Now().UnixMicro(), id).Scan(&status, &request); err != nil {
 			return err
 		}
 	}
 	for _, id := range ids {
 		at := time.Now().UnixMicro()
-		if _, err := tx.ExecContext(ctx, `UPDATE asyncreply_operation SET status = 'Succeeded', response = ?, request = NULL,
-			updated_at = ?, expires_at = ? + retention_us WHERE id = ? AND status IN ('NotStarted', 'Running')`, c.response, at, at, id); err != nil {
+		if _, err := tx.StmtContext(ctx, c.complete).ExecContext(ctx, c.response, at, at, id); err != nil {
 			return err
 		}
 	}
@@ -283,7 +304,7 @@ func (c *ceiling) completeJobs(ctx context.Context, jobs []int64) error {
 	defer tx.Rollback()
 	at := time.Now().UTC().Format("2006-01-02 15:04:05.000")
 	for _, id := range jobs {
-		if _, err := tx.ExecContext(ctx, `UPDATE river_job SET state = 'completed', finalized_at = ? WHERE id = ? AND state = 'running'`, at, id); err != nil {
+		if _, err := tx.StmtContext(ctx, c.completeJob).ExecContext(ctx, at, id); err != nil {
 			return err
 		}
 	}
