@@ -35,7 +35,9 @@ const statementsPerOperation = 8
 
 // One accepted and executed operation costs a handful of statements, not
 // one per watcher, retry or poll: the count the load harness's SQLite
-// ceiling is built from. The test logs the mix by statement kind.
+// ceiling is built from. The test logs the mix by statement kind, with the
+// time each kind held the connection (go test -run StatementsPerOperation
+// -v); the bound is what an operation costs when nothing is batched.
 func TestStatementsPerOperation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -49,7 +51,7 @@ func TestStatementsPerOperation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counts := &statementCounts{byKind: map[string]int{}}
+	counts := &statementCounts{byKind: map[string]int{}, spent: map[string]time.Duration{}}
 	db := sql.OpenDB(countingConnector{stmtCacheConnector{connector}, counts})
 	db.SetMaxOpenConns(1)
 	b, err := newBackend(ctx, db, Config{Path: path, Concurrency: DefaultConcurrency, RescueAfter: DefaultRescueAfter,
@@ -117,6 +119,7 @@ func TestStatementsPerOperation(t *testing.T) {
 type statementCounts struct {
 	mu     sync.Mutex
 	byKind map[string]int
+	spent  map[string]time.Duration // in the driver, rows read included
 }
 
 func (c *statementCounts) add(kind string) {
@@ -125,9 +128,16 @@ func (c *statementCounts) add(kind string) {
 	c.mu.Unlock()
 }
 
+func (c *statementCounts) took(kind string, d time.Duration) {
+	c.mu.Lock()
+	c.spent[kind] += d
+	c.mu.Unlock()
+}
+
 func (c *statementCounts) reset() {
 	c.mu.Lock()
 	clear(c.byKind)
+	clear(c.spent)
 	c.mu.Unlock()
 }
 
@@ -138,7 +148,7 @@ func (c *statementCounts) snapshot() int {
 	defer c.mu.Unlock()
 	n := 0
 	for kind, count := range c.byKind {
-		if kind != "BEGIN" && kind != "COMMIT" {
+		if kind != "BEGIN" && !strings.HasPrefix(kind, "COMMIT") {
 			n += count
 		}
 	}
@@ -154,9 +164,15 @@ func (c *statementCounts) table(operations int) string {
 	}
 	slices.SortFunc(kinds, func(a, b string) int { return c.byKind[b] - c.byKind[a] })
 	var sb strings.Builder
+	var spent time.Duration
+	fmt.Fprintf(&sb, "%8s  %9s  %10s  %11s  %s\n", "count", "per op", "µs each", "µs per op", "statement")
 	for _, k := range kinds {
-		fmt.Fprintf(&sb, "%8d  %6.3f/op  %s\n", c.byKind[k], float64(c.byKind[k])/float64(operations), k)
+		n := c.byKind[k]
+		fmt.Fprintf(&sb, "%8d  %9.3f  %10.1f  %11.1f  %s\n", n, float64(n)/float64(operations),
+			float64(c.spent[k].Microseconds())/float64(n), float64(c.spent[k].Microseconds())/float64(operations), k)
+		spent += c.spent[k]
 	}
+	fmt.Fprintf(&sb, "time on the connection per operation: %.1f µs\n", float64(spent.Microseconds())/float64(operations))
 	return sb.String()
 }
 
@@ -198,39 +214,77 @@ func (c countingConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &countingConn{conn.(*stmtCacheConn), c.counts}, nil
+	return &countingConn{stmtCacheConn: conn.(*stmtCacheConn), counts: c.counts}, nil
 }
 
 type countingConn struct {
 	*stmtCacheConn
-	counts *statementCounts
+	counts  *statementCounts
+	durable bool // between PRAGMA synchronous = FULL and = NORMAL
 }
 
 func (c *countingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	c.counts.add(statementKind(query))
+	kind := statementKind(query)
+	if kind == "PRAGMA synchronous" {
+		c.durable = strings.Contains(query, "FULL")
+	}
+	c.counts.add(kind)
+	defer c.since(kind, time.Now())
 	return c.stmtCacheConn.ExecContext(ctx, query, args)
 }
 
 func (c *countingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	c.counts.add(statementKind(query))
-	return c.stmtCacheConn.QueryContext(ctx, query, args)
+	kind := statementKind(query)
+	c.counts.add(kind)
+	defer c.since(kind, time.Now())
+	rows, err := c.stmtCacheConn.QueryContext(ctx, query, args)
+	if err != nil {
+		return nil, err
+	}
+	return &countingRows{rows, kind, c}, nil
 }
+
+func (c *countingConn) since(kind string, start time.Time) { c.counts.took(kind, time.Since(start)) }
 
 func (c *countingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
 	c.counts.add("BEGIN")
+	defer c.since("BEGIN", time.Now())
 	tx, err := c.stmtCacheConn.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	return countingTx{tx, c.counts}, nil
+	return countingTx{tx, c}, nil
 }
 
 type countingTx struct {
 	driver.Tx
-	counts *statementCounts
+	conn *countingConn
 }
 
 func (tx countingTx) Commit() error {
-	tx.counts.add("COMMIT")
+	kind := "COMMIT"
+	if tx.conn.durable {
+		kind += " (synchronous=FULL)"
+	}
+	tx.conn.counts.add(kind)
+	defer tx.conn.since(kind, time.Now())
 	return tx.Tx.Commit()
+}
+
+// countingRows adds the time spent reading rows, and closing them, to
+// their statement's.
+type countingRows struct {
+	driver.Rows
+	kind string
+	conn *countingConn
+}
+
+func (r *countingRows) Next(dest []driver.Value) error {
+	defer r.conn.since(r.kind, time.Now())
+	return r.Rows.Next(dest)
+}
+
+func (r *countingRows) Close() error {
+	defer r.conn.since(r.kind, time.Now())
+	return r.Rows.Close()
 }
