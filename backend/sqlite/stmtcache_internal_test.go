@@ -147,3 +147,26 @@ func TestStmtCacheBounded(t *testing.T) {
 		t.Errorf("%d statements cached, want %d", n, stmtCacheSize)
 	}
 }
+
+// A prepared PRAGMA runs again each time: durably's switch to
+// synchronous=FULL and back takes effect however often it is made.
+func TestStmtCachePragmasTakeEffect(t *testing.T) {
+	t.Parallel()
+	db := openForCache(t)
+	for i, full := range []bool{true, false, true, false, true} {
+		set, want := "PRAGMA synchronous = NORMAL", 1
+		if full {
+			set, want = "PRAGMA synchronous = FULL", 2
+		}
+		if _, err := db.Exec(set); err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := db.QueryRow("PRAGMA synchronous").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("after %q, the %dth: synchronous = %d, want %d", set, i+1, got, want)
+		}
+	}
+}
