@@ -42,6 +42,7 @@ var scenarios = []scenario{
 	{"gateway", gatewayScenario},
 	{"capacity", capacityScenario},
 	{"retention", retentionScenario},
+	{"sqlite-ceiling", sqliteCeilingScenario},
 }
 
 func scenarioNames() []string {

@@ -68,6 +68,17 @@ const (
 	DefaultHeartbeatInterval = riverjob.DefaultHeartbeatInterval
 )
 
+// River fetches new jobs from the file at most every riverFetchCooldown,
+// when told of new ones (its SQLite driver polls its notifications every
+// 50 ms), and at least every riverFetchPollInterval. At River's defaults,
+// 100 ms and 1 s, execution fell behind accepting under load: up to
+// Concurrency jobs a fetch, fetches spaced by the cooldown. An idle
+// process's fetch is an UPDATE that changes nothing, five a second.
+const (
+	riverFetchCooldown     = 20 * time.Millisecond
+	riverFetchPollInterval = 200 * time.Millisecond
+)
+
 // busyTimeout is how long a write waits for another connection's write
 // transaction on the same file to end before it fails with ErrUnavailable.
 const busyTimeout = 5 * time.Second
@@ -144,6 +155,7 @@ type Backend struct {
 	watchBegun chan struct{} // wakes the idle poller
 
 	creates    *groupcommit.Committer
+	changes    *transitions
 	stopPoller context.CancelFunc
 	polling    sync.WaitGroup
 	stopOnce   sync.Once
@@ -161,7 +173,8 @@ var (
 // to the file, in this process or another, wait for each other's writes
 // instead of failing at once; and one
 // connection, as River's SQLite driver recommends, so that this process's
-// queries queue in database/sql rather than contend for SQLite's lock.
+// queries queue in database/sql rather than contend for SQLite's lock. The
+// connection keeps the statements it has run prepared (see stmtcache.go).
 //
 // With one connection, a transaction holds the whole *sql.DB: while one is
 // open, every query must go through it.
@@ -182,13 +195,19 @@ func Open(path string) (*sql.DB, error) {
 	}
 	// A URI filename: '?' and '#' would end the path, and '%' starts an escape.
 	escaped := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(filepath.ToSlash(abs))
-	db, err := sql.Open("sqlite", fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate",
-		escaped, busyTimeout.Milliseconds()))
+	connector, err := sqlite.NewConnector(dsn(escaped))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
+	db := sql.OpenDB(stmtCacheConnector{connector})
 	db.SetMaxOpenConns(1)
 	return db, nil
+}
+
+// dsn is the data source name of the file at path, a URI path escaped.
+func dsn(path string) string {
+	return fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate",
+		path, busyTimeout.Milliseconds())
 }
 
 // New opens the file at cfg.Path and returns a backend on it, migrating its
@@ -256,6 +275,7 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 	})
 	client, err := riverjob.NewClient(riversqlite.New(db), b.worker, riverjob.ClientConfig{
 		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter, Logger: cfg.Logger,
+		FetchCooldown: riverFetchCooldown, FetchPollInterval: riverFetchPollInterval,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
@@ -267,6 +287,7 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 	b.polling.Add(1)
 	go b.poll(pollCtx)
 	b.creates = groupcommit.Start(groupcommit.Funcs{Together: b.createTogether, Alone: b.createOne})
+	b.changes = startTransitions(db)
 	return b, nil
 }
 
@@ -364,11 +385,22 @@ func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Reques
 		if err != nil {
 			return err
 		}
+		var together []int // positions of the operations inserted together
 		for i, req := range batch {
 			if err := req.Ctx.Err(); err != nil {
 				results[i].Err = err // given up: not inserted
 				continue
 			}
+			if req.Op.IdempotencyKey == "" {
+				if err := tally.Admit(req.Op.Owner); err != nil {
+					results[i].Err = fmt.Errorf("sqlite: create: %w", err)
+					continue
+				}
+				together = append(together, i)
+				continue
+			}
+			// One with a key may find an operation with the same, perhaps
+			// inserted by an earlier one of the batch: one at a time.
 			var err error
 			results[i].Stored, results[i].Created, err = b.createInTx(ctx, tx, req.Op, tally)
 			if admission.Refused(err) {
@@ -378,6 +410,20 @@ func (b *Backend) createTogether(ctx context.Context, batch []groupcommit.Reques
 			if err != nil {
 				return err
 			}
+		}
+		if len(together) == 0 {
+			return nil
+		}
+		inserted := make([]*backend.Operation, len(together))
+		for j, i := range together {
+			inserted[j] = batch[i].Op
+		}
+		stored, err := b.insert(ctx, tx, inserted)
+		if err != nil {
+			return err
+		}
+		for j, i := range together {
+			results[i].Stored, results[i].Created = stored[j], true
 		}
 		return nil
 	})
@@ -460,26 +506,60 @@ func (b *Backend) createInTx(ctx context.Context, tx *sql.Tx, op *backend.Operat
 		return nil, false, fmt.Errorf("sqlite: create: %w", err)
 	}
 
-	job, err := b.river.InsertTx(ctx, tx, riverjob.Args{OperationID: op.ID, Timeout: op.Timeout}, nil)
+	stored, err := b.insert(ctx, tx, []*backend.Operation{op})
 	if err != nil {
-		return nil, false, translate(fmt.Errorf("sqlite: create: inserting the job: %w", err))
+		return nil, false, err
 	}
-	stored := *op
-	stored.Fingerprint, stored.Request = bytes.Clone(op.Fingerprint), bytes.Clone(op.Request)
-	stored.Status, stored.Attempt, stored.Progress = backend.NotStarted, 0, backend.Progress{}
-	stored.Response, stored.Failure, stored.ExpiresAt, stored.CollectedAt = nil, nil, time.Time{}, time.Time{}
-	stored.CreatedAt = fromMicros(micros(stored.CreatedAt))
-	stored.UpdatedAt = fromMicros(micros(cmp.Or(stored.UpdatedAt, stored.CreatedAt)))
-	_, err = tx.ExecContext(ctx, `INSERT INTO asyncreply_operation (id, owner, idempotency_key, fingerprint, status,
-		request, timeout_us, retention_us, created_at, updated_at, job_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		stored.ID, stored.Owner, stored.IdempotencyKey, stored.Fingerprint, string(stored.Status), stored.Request,
-		stored.Timeout.Microseconds(), stored.Retention.Microseconds(), micros(stored.CreatedAt), micros(stored.UpdatedAt),
-		job.Job.ID)
+	return stored[0], true, nil
+}
+
+// insert inserts ops and their River jobs in tx, the jobs in one
+// statement, and returns the operations as stored.
+func (b *Backend) insert(ctx context.Context, tx *sql.Tx, ops []*backend.Operation) ([]*backend.Operation, error) {
+	params := make([]river.InsertManyParams, len(ops))
+	for i, op := range ops {
+		params[i] = river.InsertManyParams{Args: riverjob.Args{OperationID: op.ID, Timeout: op.Timeout}}
+	}
+	jobs, err := b.river.InsertManyTx(ctx, tx, params)
 	if err != nil {
-		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
+		return nil, translate(fmt.Errorf("sqlite: create: inserting the jobs: %w", err))
 	}
-	return &stored, true, nil
+	if len(jobs) != len(ops) {
+		return nil, fmt.Errorf("sqlite: create: %d jobs inserted for %d operations", len(jobs), len(ops))
+	}
+	// SQLite does not promise RETURNING's order: each job is found by its
+	// operation, in its arguments.
+	jobIDs := make(map[string]int64, len(jobs))
+	for _, job := range jobs {
+		var args riverjob.Args
+		if err := json.Unmarshal(job.Job.EncodedArgs, &args); err != nil {
+			return nil, fmt.Errorf("sqlite: create: reading an inserted job: %w", err)
+		}
+		jobIDs[args.OperationID] = job.Job.ID
+	}
+	stored := make([]*backend.Operation, len(ops))
+	for i, op := range ops {
+		jobID, ok := jobIDs[op.ID]
+		if !ok {
+			return nil, fmt.Errorf("sqlite: create: no job inserted for operation %s", op.ID)
+		}
+		s := *op
+		s.Fingerprint, s.Request = bytes.Clone(op.Fingerprint), bytes.Clone(op.Request)
+		s.Status, s.Attempt, s.Progress = backend.NotStarted, 0, backend.Progress{}
+		s.Response, s.Failure, s.ExpiresAt, s.CollectedAt = nil, nil, time.Time{}, time.Time{}
+		s.CreatedAt = fromMicros(micros(s.CreatedAt))
+		s.UpdatedAt = fromMicros(micros(cmp.Or(s.UpdatedAt, s.CreatedAt)))
+		_, err = tx.ExecContext(ctx, `INSERT INTO asyncreply_operation (id, owner, idempotency_key, fingerprint, status,
+			request, timeout_us, retention_us, created_at, updated_at, job_id)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			s.ID, s.Owner, s.IdempotencyKey, s.Fingerprint, string(s.Status), s.Request,
+			s.Timeout.Microseconds(), s.Retention.Microseconds(), micros(s.CreatedAt), micros(s.UpdatedAt), jobID)
+		if err != nil {
+			return nil, translate(fmt.Errorf("sqlite: create: %w", err))
+		}
+		stored[i] = &s
+	}
+	return stored, nil
 }
 
 // tally counts, for a transaction that creates ops, the operations waiting
@@ -539,14 +619,22 @@ func (b *Backend) MarkRunning(ctx context.Context, id string, at time.Time) (*ba
 		return nil, fmt.Errorf("sqlite: mark running: %w", err)
 	}
 	defer release()
-	op, err := scanOperation(db.QueryRowContext(ctx, `UPDATE asyncreply_operation
-		SET status = 'Running', attempt = attempt + 1, updated_at = ?
-		WHERE id = ? AND `+unfinished+` RETURNING `+columns, micros(at), id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, whyUnchanged(ctx, db, id)
-	}
+	var op *backend.Operation
+	err = b.transition(ctx, db, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		op, err = scanOperation(tx.QueryRowContext(ctx, `UPDATE asyncreply_operation
+			SET status = 'Running', attempt = attempt + 1, updated_at = ?
+			WHERE id = ? AND `+unfinished+` RETURNING `+columns, micros(at), id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // op stays nil: done, or not found
+		}
+		return translate(err)
+	})
 	if err != nil {
-		return nil, translate(fmt.Errorf("sqlite: mark running: %w", err))
+		return nil, fmt.Errorf("sqlite: mark running: %w", err)
+	}
+	if op == nil {
+		return nil, whyUnchanged(ctx, db, id)
 	}
 	b.watchers.Notify(id)
 	return op, nil
@@ -601,20 +689,32 @@ func (b *Backend) update(ctx context.Context, id, set string, args ...any) (bool
 		return false, err
 	}
 	defer release()
-	result, err := db.ExecContext(ctx, "UPDATE asyncreply_operation SET "+set+" WHERE id = ? AND "+unfinished,
-		append(args, id)...)
-	if err != nil {
-		return false, translate(err)
-	}
-	n, err := result.RowsAffected()
-	if err != nil {
-		return false, translate(err)
-	}
-	if n == 0 {
-		return false, nil
+	var changed bool
+	err = b.transition(ctx, db, func(ctx context.Context, tx *sql.Tx) error {
+		result, err := tx.ExecContext(ctx, "UPDATE asyncreply_operation SET "+set+" WHERE id = ? AND "+unfinished,
+			append(args, id)...)
+		if err != nil {
+			return translate(err)
+		}
+		n, err := result.RowsAffected()
+		changed = n > 0
+		return translate(err)
+	})
+	if err != nil || !changed {
+		return false, err
 	}
 	b.watchers.Notify(id)
 	return true, nil
+}
+
+// transition runs fn on db (see transition): with the transitions handed
+// over meanwhile on the backend's own database, alone on one opened after
+// Stop.
+func (b *Backend) transition(ctx context.Context, db *sql.DB, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	if db != b.db {
+		return runAlone(ctx, db, fn)
+	}
+	return b.changes.apply(ctx, fn)
 }
 
 // queryer is a *sql.DB or a *sql.Tx: while a transaction is open, its
@@ -1045,6 +1145,7 @@ func (b *Backend) Stop(ctx context.Context) error {
 		b.dbMu.Lock() // waits for calls in flight, Creates included
 		defer b.dbMu.Unlock()
 		b.creates.Stop()
+		b.changes.stop()
 		if closeErr := b.db.Close(); closeErr != nil {
 			err = errors.Join(err, fmt.Errorf("sqlite: closing the database: %w", closeErr))
 		}

@@ -155,6 +155,12 @@ type ClientConfig struct {
 	RescueAfter time.Duration // see the backends' Config.RescueAfter
 	Schema      string        // PostgreSQL only
 	Logger      *slog.Logger
+
+	// FetchCooldown and FetchPollInterval are River's: the least time
+	// between two fetches of jobs, which also spaces the notifications of
+	// new jobs, and the longest without one. Zero keeps River's defaults
+	// (100 ms and 1 s).
+	FetchCooldown, FetchPollInterval time.Duration
 }
 
 // NewClient returns a River client on driver that runs operations with w.
@@ -173,6 +179,8 @@ func NewClient[TTx any](driver riverdriver.Driver[TTx], w *Worker, cfg ClientCon
 		JobTimeout:           cfg.RescueAfter,
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		MaxAttempts:          MaxAttempts,
+		FetchCooldown:        cfg.FetchCooldown,
+		FetchPollInterval:    cfg.FetchPollInterval,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the River client: %w", err)
