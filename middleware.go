@@ -33,7 +33,9 @@ type Middleware struct {
 	servers sync.Map // *http.Server → chan struct{} closed when it shuts down
 	watches watches  // long-polls and event streams open
 	metrics *metrics
-	lister  backend.Lister // the backend, when it lists operations; nil otherwise
+	lister  backend.Lister       // the backend, when it lists operations; nil otherwise
+	changes backend.ChangeLister // the backend, when it lists changes; nil otherwise
+	feeds   *feedHub
 
 	background sync.WaitGroup // the sweeper and the backend's start-up
 	stopOnce   sync.Once
@@ -59,6 +61,7 @@ func New(cfg Config) (*Middleware, error) {
 		return nil, &ConfigError{Field: "Registerer", Err: err}
 	}
 	lister, _ := cfg.Backend.(backend.Lister)
+	changes, _ := cfg.Backend.(backend.ChangeLister)
 	cfg.Backend = countingBackend{Backend: cfg.Backend, errors: mt.backendErrors}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	var publicPath string
@@ -66,7 +69,7 @@ func New(cfg Config) (*Middleware, error) {
 		u, _ := url.Parse(cfg.PublicURL) // validated by withDefaults
 		publicPath = u.Path
 	}
-	return &Middleware{
+	m := &Middleware{
 		publicPath:   publicPath,
 		cfg:          cfg,
 		sealer:       s,
@@ -76,7 +79,11 @@ func New(cfg Config) (*Middleware, error) {
 		watches:      watches{max: cfg.MaxWatches, maxPerOwner: cfg.MaxWatchesPerOwner, gauge: mt.watchesOpen},
 		metrics:      mt,
 		lister:       lister,
-	}, nil
+		changes:      changes,
+	}
+	m.feeds = newFeedHub(m)
+	m.cfg.Backend = nudgingBackend{Backend: m.cfg.Backend, hub: m.feeds}
+	return m, nil
 }
 
 // Handler wraps the whole application. It serves the monitor URLs under
@@ -158,6 +165,7 @@ func (m *Middleware) Shutdown(ctx context.Context) error {
 	m.stopOnce.Do(func() {
 		close(m.closed)
 		m.background.Wait()
+		m.feeds.shutdown()
 		m.stopErr = m.cfg.Backend.Stop(ctx)
 	})
 	return m.stopErr

@@ -449,14 +449,15 @@ func (c ChangeCursor) Before(d ChangeCursor) bool {
 const maxCursorID = 256
 
 // ParseChangeCursor decodes a cursor that ChangeCursor.String encoded. ""
-// is the zero cursor, before every change. Anything else malformed is
-// refused with ErrBadCursor.
+// is the zero cursor, before every change; one with an empty ID is before
+// every change at its time. Anything else malformed is refused with
+// ErrBadCursor.
 func ParseChangeCursor(s string) (ChangeCursor, error) {
 	if s == "" {
 		return ChangeCursor{}, nil
 	}
 	nanos, id, ok := strings.Cut(s, ".")
-	if !ok || id == "" || len(id) > maxCursorID {
+	if !ok || len(id) > maxCursorID {
 		return ChangeCursor{}, ErrBadCursor
 	}
 	n, err := strconv.ParseInt(nanos, 36, 64)
