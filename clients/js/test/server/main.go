@@ -7,7 +7,7 @@
 // of standard output, and runs until its standard input closes or it is
 // interrupted, so that it never outlives the test that started it.
 //
-//	go run ./clients/js/test/server [-static DIR]
+//	go run ./clients/js/test/server [-static DIR] [-owner-cookie NAME]
 package main
 
 import (
@@ -33,16 +33,27 @@ import (
 
 func main() {
 	static := flag.String("static", "", "`directory` served under /static/, for pages that load the client")
+	ownerCookie := flag.String("owner-cookie", "", "bind operations to the value of the cookie `NAME`, as the feed needs")
 	flag.Parse()
-	if err := run(*static); err != nil {
+	if err := run(*static, *ownerCookie); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(1)
 	}
 }
 
-func run(static string) error {
+func run(static, ownerCookie string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ar, err := asyncreply.New(asyncreply.Config{Logger: logger})
+	cfg := asyncreply.Config{Logger: logger}
+	if ownerCookie != "" {
+		cfg.Owner = func(r *http.Request) (string, error) {
+			c, err := r.Cookie(ownerCookie)
+			if err != nil || c.Value == "" {
+				return "", errors.New("no " + ownerCookie + " cookie")
+			}
+			return c.Value, nil
+		}
+	}
+	ar, err := asyncreply.New(cfg)
 	if err != nil {
 		return err
 	}
