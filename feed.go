@@ -17,12 +17,14 @@ import (
 // status document, as the list shows it, with the change's cursor (its
 // updatedAt and id) as the event's id.
 //
-// Without Last-Event-ID (or ?after=) the feed starts from now; with
-// ?since= (RFC 3339) it starts with the changes made since then. With a
-// cursor it resumes after it: at least once, since the changes of the
-// feedOverlap (2 s) before the cursor are sent again, so that one whose
-// transaction committed late is not lost; a client tells a repeat by the
-// event's id. The stream never ends on its own: it ends when the client
+// Without Last-Event-ID (or ?after=) the feed starts from now, and may
+// include changes of the last feedOverlap (2 s) when it is the one that
+// starts the poller; with ?since= (RFC 3339) it starts with the changes
+// made since then. With a cursor it resumes after it: at least once, since
+// the changes of the feedOverlap before the cursor are sent again, so that
+// one whose transaction committed late is not lost. Every change is sent
+// at least once, and a client tells a repeat by the event's id (or the
+// operation's id and updatedAt). The stream never ends on its own: it ends when the client
 // leaves, the server shuts down, or the client fell too far behind (it
 // then resumes from its last id).
 //

@@ -131,9 +131,10 @@ func (h *feedHub) shutdown() {
 
 // poll is the poller: it reads the changes of every owner after its cursor,
 // re-reading feedOverlap behind it, and delivers those it has not
-// delivered yet, until no feed is open or the Middleware shuts down.
-// Changes made before it started are remembered, not delivered: a feed
-// that wants them asks for them itself (Last-Event-ID, ?since=).
+// delivered yet, until no feed is open or the Middleware shuts down. It
+// starts feedOverlap behind the time it started, so that a feed resuming
+// as it starts misses no change that commits late, and a change made just
+// before a feed opened, by a process whose clock is behind, is not lost.
 func (h *feedHub) poll(started time.Time, done chan struct{}) {
 	defer close(done)
 	interval := h.m.cfg.FeedPollInterval
@@ -145,7 +146,7 @@ func (h *feedHub) poll(started time.Time, done chan struct{}) {
 	cursor := backend.ChangeCursor{UpdatedAt: started}
 	seen := make(map[changeKey]struct{})
 	for {
-		cursor = h.pollOnce(cursor, seen, started)
+		cursor = h.pollOnce(cursor, seen)
 		h.mu.Lock()
 		h.cursor = cursor
 		if h.open == 0 || h.m.shuttingDown() {
@@ -168,9 +169,9 @@ func (h *feedHub) poll(started time.Time, done chan struct{}) {
 }
 
 // pollOnce reads every change after cursor minus feedOverlap, delivers
-// those not in seen (and not before started), and returns the new cursor.
-// seen keeps the changes of the overlap behind it only.
-func (h *feedHub) pollOnce(cursor backend.ChangeCursor, seen map[changeKey]struct{}, started time.Time) backend.ChangeCursor {
+// those not in seen, and returns the new cursor. seen keeps the changes of
+// the overlap behind it only.
+func (h *feedHub) pollOnce(cursor backend.ChangeCursor, seen map[changeKey]struct{}) backend.ChangeCursor {
 	after := backend.ChangeCursor{UpdatedAt: cursor.UpdatedAt.Add(-feedOverlap)}.String()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
@@ -190,9 +191,7 @@ func (h *feedHub) pollOnce(cursor backend.ChangeCursor, seen map[changeKey]struc
 				continue
 			}
 			seen[key] = struct{}{}
-			if !op.UpdatedAt.Before(started) {
-				h.deliver(op)
-			}
+			h.deliver(op)
 		}
 		if len(ops) < feedPage {
 			break
