@@ -679,6 +679,20 @@ func (b *Backend) Changes(ctx context.Context, q backend.ChangeQuery) ([]*backen
 	if err != nil {
 		return nil, fmt.Errorf("postgres: changes: %w", err)
 	}
+	statement, args := b.changesStatement(q, after)
+	rows, err := b.pool.Query(ctx, statement, args...)
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: changes: %w", err))
+	}
+	ops, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*backend.Operation, error) { return scanOperation(row) })
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: changes: %w", err))
+	}
+	return ops, nil
+}
+
+// changesStatement is the query and arguments of Changes.
+func (b *Backend) changesStatement(q backend.ChangeQuery, after backend.ChangeCursor) (string, []any) {
 	where := "(expires_at IS NULL OR expires_at > $1)"
 	args := []any{q.Now}
 	arg := func(v any) string {
@@ -688,19 +702,13 @@ func (b *Backend) Changes(ctx context.Context, q backend.ChangeQuery) ([]*backen
 	if !q.AnyOwner {
 		where += " AND owner = " + arg(q.Owner)
 	}
-	if !after.UpdatedAt.IsZero() || after.ID != "" {
+	if after != (backend.ChangeCursor{}) {
 		where += ` AND (updated_at, id COLLATE "C") > (` + arg(after.UpdatedAt) + ", " + arg(after.ID) + ")"
 	}
-	rows, err := b.pool.Query(ctx, "SELECT "+listedColumns+" FROM "+b.names.operation+" WHERE "+where+
-		` ORDER BY updated_at, id COLLATE "C" LIMIT `+arg(listing.ChangeLimit(q)), args...)
-	if err != nil {
-		return nil, translate(fmt.Errorf("postgres: changes: %w", err))
-	}
-	ops, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*backend.Operation, error) { return scanOperation(row) })
-	if err != nil {
-		return nil, translate(fmt.Errorf("postgres: changes: %w", err))
-	}
-	return ops, nil
+	// The limit's placeholder first: args must be read after its append.
+	limit := arg(listing.ChangeLimit(q))
+	return "SELECT " + listedColumns + " FROM " + b.names.operation + " WHERE " + where +
+		` ORDER BY updated_at, id COLLATE "C" LIMIT ` + limit, args
 }
 
 // CountByStatus implements backend.Lister.
