@@ -168,7 +168,14 @@ func TestFeedCountsAgainstTheWatchCaps(t *testing.T) {
 	if r.header.Get("Retry-After") == "" {
 		t.Error("429 without Retry-After")
 	}
+	// A socket is counted the same.
+	if _, resp, err := b.dialFeed(t, "", http.Header{"X-User": {"alice"}}); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("a socket past the owner's bound: %v, want 429", err)
+	}
 	b.openFeed(t, "X-User", "bob") // another owner's bound is its own
+	if _, resp, err := b.dialFeed(t, "", http.Header{"X-User": {"bob"}}); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("bob's socket past his bound: %v, want 429", err)
+	}
 }
 
 // A change whose UpdatedAt is earlier than one the poller already read —
