@@ -37,6 +37,11 @@ const (
 	// DefaultMaxWatchesPerOwner is more than a browser opens to one origin
 	// over HTTP/1.1 (6) across many tabs, and than an API client needs.
 	DefaultMaxWatchesPerOwner = 64
+
+	// DefaultFeedPollInterval is how often the feed poller reads what
+	// changed, while a feed is open: a change made by another process
+	// reaches feeds within about that.
+	DefaultFeedPollInterval = 250 * time.Millisecond
 )
 
 // Backend stores and executes operations. It is an alias of backend.Backend so
@@ -88,6 +93,13 @@ type Config struct {
 	// event streams are answered 429 with Retry-After. Defaults to
 	// DefaultMaxWatchesPerOwner.
 	MaxWatchesPerOwner int
+
+	// FeedPollInterval is how often, while at least one feed (GET
+	// <prefix>events) is open, one poller per Middleware reads from the
+	// backend what changed for every owner, to hand it to the open feeds.
+	// Changes made by this process are read at once. Defaults to
+	// DefaultFeedPollInterval.
+	FeedPollInterval time.Duration
 
 	// RetryAfter is the delay suggested to pollers in Retry-After (rounded up
 	// to whole seconds) and used by the waiting page's refresh. Defaults to
@@ -222,6 +234,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	}{
 		{"Wait", cfg.Wait}, {"MaxWait", cfg.MaxWait}, {"RetryAfter", cfg.RetryAfter},
 		{"Retention", cfg.Retention}, {"Timeout", cfg.Timeout}, {"SweepInterval", cfg.SweepInterval},
+		{"FeedPollInterval", cfg.FeedPollInterval},
 	} {
 		if field.d < 0 {
 			invalid(field.name, "must not be negative, got %s", field.d)
@@ -262,6 +275,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, DefaultSweepInterval)
 	cfg.MaxWatches = cmp.Or(cfg.MaxWatches, DefaultMaxWatches)
 	cfg.MaxWatchesPerOwner = cmp.Or(cfg.MaxWatchesPerOwner, DefaultMaxWatchesPerOwner)
+	cfg.FeedPollInterval = cmp.Or(cfg.FeedPollInterval, DefaultFeedPollInterval)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

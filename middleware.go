@@ -33,7 +33,9 @@ type Middleware struct {
 	servers sync.Map // *http.Server → chan struct{} closed when it shuts down
 	watches watches  // long-polls and event streams open
 	metrics *metrics
-	lister  backend.Lister // the backend, when it lists operations; nil otherwise
+	lister  backend.Lister       // the backend, when it lists operations; nil otherwise
+	changes backend.ChangeLister // the backend, when it lists changes; nil otherwise
+	feeds   *feedHub
 	tracing *tracing
 
 	background sync.WaitGroup // the sweeper and the backend's start-up
@@ -63,6 +65,7 @@ func New(cfg Config) (*Middleware, error) {
 	if err := mt.observeStore(cfg.Registerer, lister, cfg.now); err != nil {
 		return nil, &ConfigError{Field: "Registerer", Err: err}
 	}
+	changes, _ := cfg.Backend.(backend.ChangeLister)
 	cfg.Backend = countingBackend{Backend: cfg.Backend, errors: mt.backendErrors}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	var publicPath string
@@ -70,7 +73,7 @@ func New(cfg Config) (*Middleware, error) {
 		u, _ := url.Parse(cfg.PublicURL) // validated by withDefaults
 		publicPath = u.Path
 	}
-	return &Middleware{
+	m := &Middleware{
 		publicPath:   publicPath,
 		cfg:          cfg,
 		sealer:       s,
@@ -81,7 +84,11 @@ func New(cfg Config) (*Middleware, error) {
 		metrics:      mt,
 		lister:       lister,
 		tracing:      newTracing(cfg),
-	}, nil
+		changes:      changes,
+	}
+	m.feeds = newFeedHub(m)
+	m.cfg.Backend = nudgingBackend{Backend: m.cfg.Backend, hub: m.feeds}
+	return m, nil
 }
 
 // Handler wraps the whole application. It serves the monitor URLs under
@@ -163,6 +170,7 @@ func (m *Middleware) Shutdown(ctx context.Context) error {
 	m.stopOnce.Do(func() {
 		close(m.closed)
 		m.background.Wait()
+		m.feeds.shutdown()
 		m.stopErr = m.cfg.Backend.Stop(ctx)
 	})
 	return m.stopErr

@@ -24,6 +24,9 @@ func (m *Middleware) serveMonitor(w http.ResponseWriter, r *http.Request, rest s
 	case "readyz":
 		m.serveHealth(w, r, true)
 		return
+	case "events":
+		m.serveFeed(w, r)
+		return
 	}
 	id, resource, _ := strings.Cut(rest, "/")
 	if !validID(id) {

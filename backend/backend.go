@@ -1,6 +1,6 @@
 // Package backend defines the seam between asyncreply and the stores that keep
 // and execute operations: the [Backend] interface, the [Operation] record it
-// stores, the optional interfaces [Local] and [Lister], and the sentinel
+// stores, the optional interfaces [Local], [Lister] and [ChangeLister], and the sentinel
 // errors every implementation translates its native errors into.
 //
 // The package is a leaf: it imports nothing from asyncreply, so backends in
@@ -17,6 +17,8 @@ package backend
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -366,3 +368,110 @@ var (
 	// bounded only in total.
 	ErrOwnerQueueFull = errors.New("too many operations of this owner waiting to run")
 )
+
+// ChangeLister is an optional interface of a Backend that lists operations
+// in the order they last changed, for a feed of every change to a caller's
+// operations, followed across processes by reading what changed since a
+// cursor. A backend that does not implement it has no such feed. A wrapper
+// that embeds the Backend interface hides it, and should forward it.
+type ChangeLister interface {
+	// Changes returns the operations that match q and changed after
+	// q.After, in the order of their last change: by UpdatedAt ascending,
+	// ties broken by ID ascending (bytewise), at most q.Limit of them. A
+	// canceled operation is returned too, as the tombstone Cancel keeps,
+	// so that a cancellation is seen; an expired one (judged at q.Now,
+	// tombstones included) is not. Operations carry no Request or
+	// Response bytes. An After that ParseChangeCursor refuses is refused
+	// with ErrBadCursor.
+	//
+	// Each operation appears at its last change only: one that changed
+	// twice since the cursor is returned once, as it is now. UpdatedAt is
+	// the time the changing call was given, not the time its transaction
+	// committed, so a change may become visible after a later one was
+	// read; callers that follow changes re-read a window behind their
+	// cursor.
+	Changes(ctx context.Context, q ChangeQuery) ([]*Operation, error)
+}
+
+// ChangeQuery selects the operations ChangeLister.Changes returns.
+type ChangeQuery struct {
+	// Owner is the owner whose operations are returned, compared exactly:
+	// "" returns the operations created without an owner. Ignored when
+	// AnyOwner is set.
+	Owner string
+	// AnyOwner returns the operations of every owner. Defaults to false:
+	// only Owner's.
+	AnyOwner bool
+	// After is the cursor (ChangeCursor.String) of the last change already
+	// seen: only operations whose (UpdatedAt, ID) sorts after it are
+	// returned. Defaults to "": from the earliest change kept.
+	After string
+	// Limit is the most operations returned, at most MaxPageSize (a larger
+	// value is taken as MaxPageSize). Defaults to DefaultPageSize when zero
+	// or negative.
+	Limit int
+	// Now is when expiry is judged. Required.
+	Now time.Time
+}
+
+// ChangeCursor is a position in the order of changes: the (UpdatedAt, ID)
+// of an operation's change.
+type ChangeCursor struct {
+	UpdatedAt time.Time
+	ID        string
+}
+
+// CursorOf is the cursor of op's last change.
+func CursorOf(op *Operation) ChangeCursor {
+	return ChangeCursor{UpdatedAt: op.UpdatedAt, ID: op.ID}
+}
+
+// String encodes the cursor for ChangeQuery.After and for clients, which
+// hand it back to resume: UpdatedAt in unix nanoseconds, base 36, a dot,
+// then the ID. The zero cursor, before every change, is "".
+func (c ChangeCursor) String() string {
+	if c == (ChangeCursor{}) {
+		return ""
+	}
+	return strconv.FormatInt(c.UpdatedAt.UnixNano(), 36) + "." + c.ID
+}
+
+// Before reports whether c sorts before d.
+func (c ChangeCursor) Before(d ChangeCursor) bool {
+	if !c.UpdatedAt.Equal(d.UpdatedAt) {
+		return c.UpdatedAt.Before(d.UpdatedAt)
+	}
+	return c.ID < d.ID
+}
+
+// maxCursorID bounds the ID a cursor may carry: operation IDs are short,
+// and a cursor is read from clients.
+const maxCursorID = 256
+
+// ParseChangeCursor decodes a cursor that ChangeCursor.String encoded. ""
+// is the zero cursor, before every change; one with an empty ID is before
+// every change at its time. Anything else malformed is refused with
+// ErrBadCursor.
+func ParseChangeCursor(s string) (ChangeCursor, error) {
+	if s == "" {
+		return ChangeCursor{}, nil
+	}
+	nanos, id, ok := strings.Cut(s, ".")
+	if !ok || len(id) > maxCursorID {
+		return ChangeCursor{}, ErrBadCursor
+	}
+	n, err := strconv.ParseInt(nanos, 36, 64)
+	if err != nil || n < 0 {
+		return ChangeCursor{}, ErrBadCursor
+	}
+	for i := range len(id) {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return ChangeCursor{}, ErrBadCursor
+		}
+	}
+	return ChangeCursor{UpdatedAt: time.Unix(0, n).UTC(), ID: id}, nil
+}
+
+// ErrBadCursor: a ChangeQuery's After is not a cursor ChangeCursor.String
+// encoded.
+var ErrBadCursor = errors.New("invalid change cursor")

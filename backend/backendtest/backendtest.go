@@ -14,7 +14,8 @@
 // [RunBounded], whose factory is given the bounds to make it with.
 //
 // The rules of the optional [backend.Lister] run inside Run, and are skipped
-// when the backend does not implement it.
+// when the backend does not implement it; so are those of
+// [backend.ChangeLister].
 //
 // When the contract in package backend changes, this suite changes first.
 package backendtest
@@ -108,6 +109,15 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		r.listerRule(t, "LeavesOutExpiredAndCanceled", testListLeavesOutExpiredAndCanceled)
 		r.listerRule(t, "CountByStatus", testCountByStatus)
 		r.listerRule(t, "BadPageTokenIsRefused", testListBadPageTokenIsRefused)
+	})
+	t.Run("Changes", func(t *testing.T) {
+		t.Parallel()
+		r.changesRule(t, "InOrderPagedByCursor", testChangesInOrderPagedByCursor)
+		r.changesRule(t, "ShowTheLastChangeOnly", testChangesShowTheLastChangeOnly)
+		r.changesRule(t, "OwnerIsolation", testChangesOwnerIsolation)
+		r.changesRule(t, "IncludeCanceledNotExpired", testChangesIncludeCanceledNotExpired)
+		r.changesRule(t, "DefaultLimit", testChangesDefaultLimit)
+		r.changesRule(t, "BadCursorIsRefused", testChangesBadCursorIsRefused)
 	})
 	t.Run("Watch", func(t *testing.T) {
 		t.Parallel()

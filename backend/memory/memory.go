@@ -111,6 +111,8 @@ var (
 	_ backend.Backend = (*Backend)(nil)
 	_ backend.Local   = (*Backend)(nil)
 	_ backend.Lister  = (*Backend)(nil)
+
+	_ backend.ChangeLister = (*Backend)(nil)
 )
 
 // New returns an empty memory backend. It executes nothing until Start.
@@ -345,6 +347,33 @@ func (b *Backend) CountByStatus(ctx context.Context, q backend.CountQuery) (map[
 		}
 	}
 	return counts, nil
+}
+
+// Changes implements backend.ChangeLister, visiting every operation as List
+// does: a feed's poller calls it a few times a second, and the operations
+// of one process are few enough for that to be cheap.
+func (b *Backend) Changes(ctx context.Context, q backend.ChangeQuery) ([]*backend.Operation, error) {
+	after, err := listing.ChangeCursor(q)
+	if err != nil {
+		return nil, fmt.Errorf("memory: changes: %w", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var ops []*backend.Operation
+	for _, op := range b.ops {
+		if (q.AnyOwner || op.Owner == q.Owner) && !op.Expired(q.Now) && after.Before(backend.CursorOf(op)) {
+			ops = append(ops, op)
+		}
+	}
+	slices.SortFunc(ops, func(x, y *backend.Operation) int {
+		return cmp.Or(x.UpdatedAt.Compare(y.UpdatedAt), strings.Compare(x.ID, y.ID))
+	})
+	ops = ops[:min(len(ops), listing.ChangeLimit(q))]
+	for i, op := range ops {
+		ops[i] = clone(op)
+		ops[i].Request, ops[i].Response = nil, nil
+	}
+	return ops, nil
 }
 
 // listable reports whether a listing of owner's (or anyOwner's) operations

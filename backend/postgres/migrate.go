@@ -58,6 +58,12 @@ var migrations = []string{
 	// database's collation.
 	`CREATE INDEX ON {{.operation}} (owner, created_at, id COLLATE "C");
 	CREATE INDEX ON {{.operation}} (created_at, id COLLATE "C");`,
+
+	// Changes in the order they were made: an owner's feed, and the feed
+	// poller's of every owner, each walked forwards from its cursor's
+	// (updated_at, id).
+	`CREATE INDEX ON {{.operation}} (owner, updated_at, id COLLATE "C");
+	CREATE INDEX ON {{.operation}} (updated_at, id COLLATE "C");`,
 }
 
 // Migrate applies asyncreply's and River's migrations to schema (which it

@@ -128,6 +128,8 @@ type Backend struct {
 var (
 	_ backend.Backend = (*Backend)(nil)
 	_ backend.Lister  = (*Backend)(nil)
+
+	_ backend.ChangeLister = (*Backend)(nil)
 )
 
 // New returns a backend on cfg.Pool, migrating its schema first unless
@@ -667,6 +669,46 @@ func (b *Backend) listStatement(q backend.ListQuery, cursor listing.Cursor, pagi
 	}
 	return "SELECT " + listedColumns + " FROM " + b.names.operation + " WHERE " + where +
 		` ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT ` + arg(listing.PageSize(q)+1), args
+}
+
+// Changes implements backend.ChangeLister, walking the index on (owner,
+// updated_at, id) (or, for every owner, on (updated_at, id)) forwards from
+// the cursor.
+func (b *Backend) Changes(ctx context.Context, q backend.ChangeQuery) ([]*backend.Operation, error) {
+	after, err := listing.ChangeCursor(q)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: changes: %w", err)
+	}
+	statement, args := b.changesStatement(q, after)
+	rows, err := b.pool.Query(ctx, statement, args...)
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: changes: %w", err))
+	}
+	ops, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*backend.Operation, error) { return scanOperation(row) })
+	if err != nil {
+		return nil, translate(fmt.Errorf("postgres: changes: %w", err))
+	}
+	return ops, nil
+}
+
+// changesStatement is the query and arguments of Changes.
+func (b *Backend) changesStatement(q backend.ChangeQuery, after backend.ChangeCursor) (string, []any) {
+	where := "(expires_at IS NULL OR expires_at > $1)"
+	args := []any{q.Now}
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if !q.AnyOwner {
+		where += " AND owner = " + arg(q.Owner)
+	}
+	if after != (backend.ChangeCursor{}) {
+		where += ` AND (updated_at, id COLLATE "C") > (` + arg(after.UpdatedAt) + ", " + arg(after.ID) + ")"
+	}
+	// The limit's placeholder first: args must be read after its append.
+	limit := arg(listing.ChangeLimit(q))
+	return "SELECT " + listedColumns + " FROM " + b.names.operation + " WHERE " + where +
+		` ORDER BY updated_at, id COLLATE "C" LIMIT ` + limit, args
 }
 
 // CountByStatus implements backend.Lister.

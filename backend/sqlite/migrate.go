@@ -81,6 +81,12 @@ var migrations = []string{
 	// SQLite walks either backwards from the page token's (created_at, id).
 	`CREATE INDEX asyncreply_operation_owner_created ON asyncreply_operation (owner, created_at, id);
 	CREATE INDEX asyncreply_operation_created ON asyncreply_operation (created_at, id);`,
+
+	// Changes in the order they were made: an owner's feed, and the feed
+	// poller's of every owner, each walked forwards from its cursor's
+	// (updated_at, id).
+	`CREATE INDEX asyncreply_operation_owner_updated ON asyncreply_operation (owner, updated_at, id);
+	CREATE INDEX asyncreply_operation_updated ON asyncreply_operation (updated_at, id);`,
 }
 
 // Migrate applies River's migrations and asyncreply's to db, which must have

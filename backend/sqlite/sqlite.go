@@ -164,6 +164,8 @@ type Backend struct {
 var (
 	_ backend.Backend = (*Backend)(nil)
 	_ backend.Lister  = (*Backend)(nil)
+
+	_ backend.ChangeLister = (*Backend)(nil)
 )
 
 // Open opens the database file at path as the backend uses it: a WAL
@@ -911,6 +913,55 @@ func listStatement(q backend.ListQuery, cursor listing.Cursor, paging bool) (str
 	args = append(args, listing.PageSize(q)+1)
 	return "SELECT " + listedColumns + " FROM asyncreply_operation WHERE " + where +
 		" ORDER BY created_at DESC, id DESC LIMIT ?", args
+}
+
+// Changes implements backend.ChangeLister, walking
+// asyncreply_operation_owner_updated (or, for every owner,
+// asyncreply_operation_updated) forwards from the cursor.
+func (b *Backend) Changes(ctx context.Context, q backend.ChangeQuery) ([]*backend.Operation, error) {
+	after, err := listing.ChangeCursor(q)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: changes: %w", err)
+	}
+	db, release, err := b.database()
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: changes: %w", err)
+	}
+	defer release()
+	statement, args := changesStatement(q, after)
+	rows, err := db.QueryContext(ctx, statement, args...)
+	if err != nil {
+		return nil, translate(fmt.Errorf("sqlite: changes: %w", err))
+	}
+	defer rows.Close()
+	var ops []*backend.Operation
+	for rows.Next() {
+		op, err := scanOperation(rows)
+		if err != nil {
+			return nil, translate(fmt.Errorf("sqlite: changes: %w", err))
+		}
+		ops = append(ops, op)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(fmt.Errorf("sqlite: changes: %w", err))
+	}
+	return ops, nil
+}
+
+// changesStatement is the query and arguments of Changes.
+func changesStatement(q backend.ChangeQuery, after backend.ChangeCursor) (string, []any) {
+	where := "(expires_at IS NULL OR expires_at > ?) AND (updated_at, id) > (?, ?)"
+	args := []any{micros(q.Now), micros(after.UpdatedAt), after.ID}
+	if after == (backend.ChangeCursor{}) {
+		where = "(expires_at IS NULL OR expires_at > ?)"
+		args = args[:1]
+	}
+	if !q.AnyOwner {
+		where = "owner = ? AND " + where
+		args = append([]any{q.Owner}, args...)
+	}
+	args = append(args, listing.ChangeLimit(q))
+	return "SELECT " + listedColumns + " FROM asyncreply_operation WHERE " + where + " ORDER BY updated_at, id LIMIT ?", args
 }
 
 // CountByStatus implements backend.Lister.

@@ -46,3 +46,61 @@ export declare function asyncFetch(
   init?: RequestInit,
   options?: AsyncFetchOptions,
 ): Promise<Response>;
+
+/** What watchOperations is given with each change. */
+export interface Change {
+  /**
+   * The change's cursor: options.after resumes after it. A change is sent
+   * at least once; the client drops the repeats it remembers.
+   */
+  id: string;
+}
+
+export interface WatchOperationsOptions {
+  /** Resume after this change's id (a Change.id seen before). Defaults to now. */
+  after?: string;
+  /**
+   * Called each time the feed is connected: every change from then on is
+   * delivered.
+   */
+  onOpen?: () => void;
+  /**
+   * Called when the feed fails: with a FeedError when the server refused it
+   * (404 without an owner or credentials, 400 for a cursor it did not send,
+   * 501 on a backend without a feed), after which watching stops; with
+   * other errors for lost connections, after which it reconnects.
+   */
+  onError?: (error: Error) => void;
+  /**
+   * Headers for every request, e.g. Authorization. A browser WebSocket
+   * cannot send them, so with headers the feed is read as server-sent
+   * events over fetch.
+   */
+  headers?: HeadersInit;
+  /** fetch()'s credentials for the server-sent events. */
+  credentials?: RequestCredentials;
+  /**
+   * The WebSocket constructor to use. Defaults to globalThis.WebSocket (in
+   * browsers and Node 22); where there is none (Node 20), or given null,
+   * the feed is read as server-sent events.
+   */
+  WebSocket?: (new (url: string) => WebSocket) | null;
+}
+
+/** A feed the server refused. */
+export declare class FeedError extends Error {
+  /** The HTTP status of the refusal, or the WebSocket close code. */
+  status: number;
+}
+
+/**
+ * Calls onChange with the status document of every change to the caller's
+ * own operations (created, running, progress, succeeded, failed, canceled),
+ * from the feed at url (<prefix>events), until close(). It reconnects when
+ * the connection is lost, resuming after the last change seen.
+ */
+export declare function watchOperations(
+  url: string | URL,
+  onChange: (operation: any, change: Change) => void,
+  options?: WatchOperationsOptions,
+): { close(): void };

@@ -5,6 +5,8 @@
 
 import { parseEventStream } from './sse.js';
 
+export { FeedError, watchOperations } from './feed.js';
+
 /** The floor of the time between two polls, in milliseconds. */
 export const DEFAULT_POLL_INTERVAL = 1000;
 

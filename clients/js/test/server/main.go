@@ -10,7 +10,7 @@
 // port, as an operator listener apart from the clients', and prints its URL
 // on the second line.
 //
-//	go run ./clients/js/test/server [-static DIR] [-admin]
+//	go run ./clients/js/test/server [-static DIR] [-admin] [-owner-cookie NAME]
 package main
 
 import (
@@ -37,16 +37,27 @@ import (
 func main() {
 	static := flag.String("static", "", "`directory` served under /static/, for pages that load the client")
 	admin := flag.Bool("admin", false, "serve the dashboard on a second port, printed on the second line")
+	ownerCookie := flag.String("owner-cookie", "", "bind operations to the value of the cookie `NAME`, as the feed needs")
 	flag.Parse()
-	if err := run(*static, *admin); err != nil {
+	if err := run(*static, *admin, *ownerCookie); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(1)
 	}
 }
 
-func run(static string, admin bool) error {
+func run(static string, admin bool, ownerCookie string) error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ar, err := asyncreply.New(asyncreply.Config{Logger: logger})
+	cfg := asyncreply.Config{Logger: logger}
+	if ownerCookie != "" {
+		cfg.Owner = func(r *http.Request) (string, error) {
+			c, err := r.Cookie(ownerCookie)
+			if err != nil || c.Value == "" {
+				return "", errors.New("no " + ownerCookie + " cookie")
+			}
+			return c.Value, nil
+		}
+	}
+	ar, err := asyncreply.New(cfg)
 	if err != nil {
 		return err
 	}
