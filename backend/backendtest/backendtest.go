@@ -13,8 +13,8 @@
 // A backend that bounds the operations waiting to run also runs
 // [RunBounded], whose factory is given the bounds to make it with.
 //
-// The rules of the optional [backend.Lister] run inside Run, and are skipped
-// when the backend does not implement it.
+// The rules of the optional [backend.Lister] and [backend.Notifier] run
+// inside Run, and are skipped when the backend does not implement them.
 //
 // When the contract in package backend changes, this suite changes first.
 package backendtest
@@ -108,6 +108,16 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		r.listerRule(t, "LeavesOutExpiredAndCanceled", testListLeavesOutExpiredAndCanceled)
 		r.listerRule(t, "CountByStatus", testCountByStatus)
 		r.listerRule(t, "BadPageTokenIsRefused", testListBadPageTokenIsRefused)
+	})
+	t.Run("Deliveries", func(t *testing.T) {
+		t.Parallel()
+		r.notifierRule(t, "TargetsRoundTrip", testTargetsRoundTrip)
+		r.notifierRule(t, "UnknownIsNotFound", testDeliveriesUnknownIsNotFound)
+		r.notifierRule(t, "CompleteDeliversEachTargetOnce", testCompleteDeliversEachTargetOnce)
+		r.notifierRule(t, "CancelDeliversCanceled", testCancelDeliversCanceled)
+		r.notifierRule(t, "FailedAttemptIsRetried", testFailedAttemptIsRetried)
+		r.notifierRule(t, "GivingUpIsRecorded", testGivingUpIsRecorded)
+		r.notifierRule(t, "NoTargetsNoDeliveries", testNoTargetsNoDeliveries)
 	})
 	t.Run("Watch", func(t *testing.T) {
 		t.Parallel()

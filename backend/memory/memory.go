@@ -98,6 +98,7 @@ type Backend struct {
 	stopping    bool
 
 	watchers watch.Hub
+	outbox   deliveries
 
 	execute   backend.ExecuteFunc // set by Start, under mu: nil until then
 	runCtx    context.Context     // parent of every execution; canceled to force a stop
@@ -128,6 +129,7 @@ func New(cfg Config) *Backend {
 		waiting:     waiting{perOwner: make(map[string]int)},
 	}
 	b.work = sync.NewCond(&b.mu)
+	b.outbox.work = sync.NewCond(&b.mu)
 	return b
 }
 
@@ -163,6 +165,7 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 	// change a stored operation, as it could not with a database.
 	stored.Request = bytes.Clone(op.Request)
 	stored.Fingerprint = bytes.Clone(op.Fingerprint)
+	stored.Targets = slices.Clone(op.Targets)
 	stored.Status = backend.NotStarted
 	stored.Attempt = 0
 	stored.Response, stored.Failure, stored.ExpiresAt, stored.CollectedAt = nil, nil, time.Time{}, time.Time{}
@@ -241,6 +244,7 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 		op.Failure = &failure
 	}
 	b.finish(op, outcome.At)
+	b.scheduleDeliveries(op)
 	return true, nil
 }
 
@@ -255,9 +259,13 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 	if op.Status == backend.Canceled {
 		return nil
 	}
+	wasDone := op.Status.Done()
 	b.setStatus(op, backend.Canceled)
 	op.Response, op.Failure = nil, nil
 	b.finish(op, at)
+	if !wasDone {
+		b.scheduleDeliveries(op)
+	}
 	if cancel, ok := b.running[id]; ok {
 		cancel(backend.ErrCanceled)
 	}
@@ -291,6 +299,7 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 			continue
 		}
 		delete(b.ops, id)
+		b.forgetDeliveries(id)
 		key := idempotencyKey{op.Owner, op.IdempotencyKey}
 		if op.IdempotencyKey != "" && b.idempotency[key] == id {
 			delete(b.idempotency, key)
@@ -379,6 +388,7 @@ func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error 
 	for range b.concurrency {
 		go b.runWorker()
 	}
+	b.startDelivering()
 	return nil
 }
 
@@ -415,6 +425,9 @@ func (b *Backend) Stop(ctx context.Context) error {
 	}
 	b.queue = nil
 	b.mu.Unlock()
+	if deliveryErr := b.stopDelivering(ctx); err == nil {
+		err = deliveryErr
+	}
 	return err
 }
 
@@ -477,6 +490,7 @@ func (b *Backend) abandon(id string) {
 		Detail: "The server stopped executing the operation before it finished; the in-memory backend cannot hand it to another process.",
 	}
 	b.finish(op, time.Now())
+	b.scheduleDeliveries(op)
 }
 
 // unfinished returns the stored operation if it exists and is not done.
