@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -131,6 +132,7 @@ type Backend struct {
 	db           *sql.DB      // nil once Stop has closed it
 	river        *river.Client[*sql.Tx]
 	worker       *riverjob.Worker
+	deliveries   *riverjob.DeliveryWorker
 	logger       *slog.Logger
 	pollInterval time.Duration
 	deadAfter    time.Duration // a process silent this long is dead
@@ -254,8 +256,9 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 			return b.exec(ctx, "DELETE FROM asyncreply_process WHERE id = ?", id)
 		},
 	})
+	b.deliveries = riverjob.NewDeliveryWorker(riverjob.DeliveryStore{Load: b.loadDelivery, Record: b.recordDelivery})
 	client, err := riverjob.NewClient(riversqlite.New(db), b.worker, riverjob.ClientConfig{
-		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter, Logger: cfg.Logger,
+		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter, Logger: cfg.Logger, Deliveries: b.deliveries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
@@ -295,7 +298,7 @@ func connect(ctx context.Context, db *sql.DB) error {
 // columns are read in this order by scanOperation.
 const columns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
 	attempt, request, response, failure_status, failure_title, failure_detail,
-	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at, targets`
 
 func scanOperation(row interface{ Scan(...any) error }) (*backend.Operation, error) {
 	var (
@@ -305,12 +308,16 @@ func scanOperation(row interface{ Scan(...any) error }) (*backend.Operation, err
 		timeoutUS, retentionUS      int64
 		createdAt, updatedAt        int64
 		expiresAt, collectedAt      sql.NullInt64
+		targets                     sql.NullString
 	)
 	err := row.Scan(&op.ID, &op.Owner, &op.IdempotencyKey, &op.Fingerprint, &op.Status,
 		&op.Progress.Percent, &op.Progress.Message, &op.Attempt, &op.Request, &op.Response,
 		&failureStatus, &failureTitle, &failureDetail, &timeoutUS, &retentionUS,
-		&createdAt, &updatedAt, &expiresAt, &collectedAt)
+		&createdAt, &updatedAt, &expiresAt, &collectedAt, &targets)
 	if err != nil {
+		return nil, err
+	}
+	if op.Targets, err = decodeTargets(targets); err != nil {
 		return nil, err
 	}
 	if failureStatus.Valid {
@@ -470,12 +477,17 @@ func (b *Backend) createInTx(ctx context.Context, tx *sql.Tx, op *backend.Operat
 	stored.Response, stored.Failure, stored.ExpiresAt, stored.CollectedAt = nil, nil, time.Time{}, time.Time{}
 	stored.CreatedAt = fromMicros(micros(stored.CreatedAt))
 	stored.UpdatedAt = fromMicros(micros(cmp.Or(stored.UpdatedAt, stored.CreatedAt)))
+	stored.Targets = slices.Clone(op.Targets)
+	targets, err := encodeTargets(stored.Targets)
+	if err != nil {
+		return nil, false, fmt.Errorf("sqlite: create: %w", err)
+	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO asyncreply_operation (id, owner, idempotency_key, fingerprint, status,
-		request, timeout_us, retention_us, created_at, updated_at, job_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		request, timeout_us, retention_us, created_at, updated_at, job_id, targets)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		stored.ID, stored.Owner, stored.IdempotencyKey, stored.Fingerprint, string(stored.Status), stored.Request,
 		stored.Timeout.Microseconds(), stored.Retention.Microseconds(), micros(stored.CreatedAt), micros(stored.UpdatedAt),
-		job.Job.ID)
+		job.Job.ID, targets)
 	if err != nil {
 		return nil, false, translate(fmt.Errorf("sqlite: create: %w", err))
 	}
@@ -578,13 +590,34 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 		failureDetail = sql.NullString{String: f.Detail, Valid: true}
 	}
 	at := micros(outcome.At)
-	won, err := b.update(ctx, id, `status = ?, response = ?, failure_status = ?, failure_title = ?,
-		failure_detail = ?, request = NULL, updated_at = ?, expires_at = ? + retention_us`,
-		string(outcome.Status), outcome.Response, failureStatus, failureTitle, failureDetail, at, at)
+	db, release, err := b.database()
 	if err != nil {
 		return false, fmt.Errorf("sqlite: complete: %w", err)
 	}
-	if !won {
+	defer release()
+	// One transaction with the deliveries it schedules: the outbox.
+	won := false
+	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		var targets sql.NullString
+		err := tx.QueryRowContext(ctx, `UPDATE asyncreply_operation SET status = ?, response = ?, failure_status = ?,
+			failure_title = ?, failure_detail = ?, request = NULL, updated_at = ?, expires_at = ? + retention_us
+			WHERE id = ? AND `+unfinished+` RETURNING targets`,
+			string(outcome.Status), outcome.Response, failureStatus, failureTitle, failureDetail, at, at, id).Scan(&targets)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil
+		case err != nil:
+			return translate(err)
+		}
+		won = true
+		return b.scheduleDeliveries(ctx, tx, id, outcome.Status, targets)
+	})
+	if err != nil {
+		return false, fmt.Errorf("sqlite: complete: %w", err)
+	}
+	if won {
+		b.watchers.Notify(id)
+	} else {
 		if err := b.whyUnchanged(ctx, id); !errors.Is(err, backend.ErrFinished) {
 			return false, err
 		}
@@ -669,13 +702,17 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 		case previous == backend.Canceled:
 			return errCanceledAlready
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE asyncreply_operation SET status = 'Canceled', request = NULL, response = NULL,
+		var targets sql.NullString
+		err = tx.QueryRowContext(ctx, `UPDATE asyncreply_operation SET status = 'Canceled', request = NULL, response = NULL,
 			failure_status = NULL, failure_title = NULL, failure_detail = NULL, updated_at = ?, expires_at = ? + retention_us
-			WHERE id = ?`, micros(at), micros(at), id)
+			WHERE id = ? RETURNING targets`, micros(at), micros(at), id).Scan(&targets)
 		if err != nil {
 			return translate(fmt.Errorf("sqlite: cancel: %w", err))
 		}
 		if !previous.Done() {
+			if err := b.scheduleDeliveries(ctx, tx, id, backend.Canceled, targets); err != nil {
+				return err
+			}
 			if _, err := b.river.JobCancelTx(ctx, tx, jobID); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
 				return translate(fmt.Errorf("sqlite: cancel: canceling the job: %w", err))
 			}
@@ -731,18 +768,32 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 	if err := b.reschedule(ctx, db); err != nil {
 		return 0, err
 	}
-	orphaned, err := failOrphaned(ctx, db, now)
+	var orphaned []string
+	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		var err error
+		orphaned, err = b.failOrphaned(ctx, tx, now)
+		return err
+	})
 	if err != nil {
 		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
 	for _, id := range orphaned {
 		b.watchers.Notify(id)
 	}
-	result, err := db.ExecContext(ctx, "DELETE FROM asyncreply_operation WHERE expires_at <= ?", micros(now))
-	if err != nil {
-		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
-	}
-	n, err := result.RowsAffected()
+	var n int64
+	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM asyncreply_delivery WHERE operation_id IN (
+			SELECT id FROM asyncreply_operation WHERE expires_at <= ?)`, micros(now))
+		if err != nil {
+			return err
+		}
+		result, err := tx.ExecContext(ctx, "DELETE FROM asyncreply_operation WHERE expires_at <= ?", micros(now))
+		if err != nil {
+			return err
+		}
+		n, err = result.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
@@ -753,7 +804,7 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 // which a listing does not load.
 const listedColumns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
 	attempt, NULL, NULL, failure_status, failure_title, failure_detail,
-	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at, targets`
 
 // List implements backend.Lister, walking asyncreply_operation_owner_created
 // (or, for every owner, asyncreply_operation_created) from the page token.
@@ -927,6 +978,11 @@ func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
 			return translate(fmt.Errorf("sqlite: sweep: canceling a lost job: %w", err))
 		}
 	}
+	if n, err := b.rescheduleDeliveries(ctx, tx, string(dead), alive); err != nil {
+		return err
+	} else if n > 0 {
+		b.logger.Warn("asyncreply: sqlite: deliveries whose process died were given a new job", "deliveries", n)
+	}
 	// The records of dead processes go too; a live process whose record
 	// went for its silence writes it again at its next beat.
 	if _, err := tx.ExecContext(ctx, "DELETE FROM asyncreply_process WHERE seen_at <= ? OR id IN (SELECT value FROM json_each(?))",
@@ -943,30 +999,55 @@ func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-func failOrphaned(ctx context.Context, db *sql.DB, now time.Time) ([]string, error) {
-	rows, err := db.QueryContext(ctx, `UPDATE asyncreply_operation SET status = 'Failed', request = NULL,
+// failOrphaned fails, in tx, the operations whose job was discarded, and
+// schedules their deliveries.
+func (b *Backend) failOrphaned(ctx context.Context, tx *sql.Tx, now time.Time) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `UPDATE asyncreply_operation SET status = 'Failed', request = NULL,
 			failure_status = ?, failure_title = ?, failure_detail = ?,
 			updated_at = ?, expires_at = ? + retention_us
 		WHERE `+unfinished+` AND EXISTS (
 			SELECT 1 FROM river_job WHERE river_job.id = asyncreply_operation.job_id AND river_job.state = 'discarded'
 		)
-		RETURNING id`, riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail, micros(now), micros(now))
+		RETURNING id, targets`, riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail, micros(now), micros(now))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var ids []string
+	var targets []sql.NullString
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		var t sql.NullString
+		if err := rows.Scan(&id, &t); err != nil {
 			return nil, err
 		}
-		ids = append(ids, id)
+		ids, targets = append(ids, id), append(targets, t)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	return ids, rows.Close()
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	for i, id := range ids {
+		if err := b.scheduleDeliveries(ctx, tx, id, backend.Failed, targets[i]); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
+}
+
+// inTx runs fn in a transaction on db, committed when fn returns nil.
+func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return translate(tx.Commit())
 }
 
 // Watch implements backend.Backend. A watcher may be woken twice for a

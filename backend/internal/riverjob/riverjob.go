@@ -155,6 +155,9 @@ type ClientConfig struct {
 	RescueAfter time.Duration // see the backends' Config.RescueAfter
 	Schema      string        // PostgreSQL only
 	Logger      *slog.Logger
+	// Deliveries, when set, makes deliveries in DeliveryQueue, with
+	// DefaultDeliveryConcurrency workers.
+	Deliveries *DeliveryWorker
 }
 
 // NewClient returns a River client on driver that runs operations with w.
@@ -163,9 +166,16 @@ func NewClient[TTx any](driver riverdriver.Driver[TTx], w *Worker, cfg ClientCon
 	if err := river.AddWorkerSafely(workers, w); err != nil {
 		return nil, err
 	}
+	queues := map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Concurrency}}
+	if cfg.Deliveries != nil {
+		if err := river.AddWorkerSafely(workers, cfg.Deliveries); err != nil {
+			return nil, err
+		}
+		queues[DeliveryQueue] = river.QueueConfig{MaxWorkers: DefaultDeliveryConcurrency}
+	}
 	w.logger = cmp.Or(cfg.Logger, slog.Default())
 	client, err := river.NewClient(driver, &river.Config{
-		Queues:               map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Concurrency}},
+		Queues:               queues,
 		Workers:              workers,
 		ID:                   w.liveness.ID, // names this process in the jobs it takes
 		Schema:               cfg.Schema,
