@@ -34,6 +34,7 @@ type Middleware struct {
 	watches watches  // long-polls and event streams open
 	metrics *metrics
 	lister  backend.Lister // the backend, when it lists operations; nil otherwise
+	notes   notifications
 
 	background sync.WaitGroup // the sweeper and the backend's start-up
 	stopOnce   sync.Once
@@ -59,6 +60,10 @@ func New(cfg Config) (*Middleware, error) {
 		return nil, &ConfigError{Field: "Registerer", Err: err}
 	}
 	lister, _ := cfg.Backend.(backend.Lister)
+	notes, err := newNotifications(cfg, cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
 	cfg.Backend = countingBackend{Backend: cfg.Backend, errors: mt.backendErrors}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	var publicPath string
@@ -76,6 +81,7 @@ func New(cfg Config) (*Middleware, error) {
 		watches:      watches{max: cfg.MaxWatches, maxPerOwner: cfg.MaxWatchesPerOwner, gauge: mt.watchesOpen},
 		metrics:      mt,
 		lister:       lister,
+		notes:        notes,
 	}, nil
 }
 
@@ -96,6 +102,11 @@ func (m *Middleware) Handler(app http.Handler) http.Handler {
 		// Inline operations run in the request that submits them; the
 		// backend's workers have nothing left to do.
 		execute = func(context.Context, string) error { return nil }
+	}
+	if !m.cfg.AcceptOnly && m.notes.notifier != nil && m.notes.configured() {
+		if err := m.notes.notifier.DeliverWith(m.deliver); err != nil {
+			m.cfg.Logger.Error("asyncreply: the backend refused to deliver; webhooks and publishers are not delivered", "error", err)
+		}
 	}
 	if !m.cfg.AcceptOnly {
 		m.background.Add(1)

@@ -57,7 +57,9 @@ func testKey(seed byte) []byte {
 	return key
 }
 
-func testSecret(seed byte) string { return notify.SecretPrefix + base64.StdEncoding.EncodeToString(testKey(seed)) }
+func testSecret(seed byte) string {
+	return notify.SecretPrefix + base64.StdEncoding.EncodeToString(testKey(seed))
+}
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 
