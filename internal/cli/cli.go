@@ -140,6 +140,8 @@ type gatewayOptions struct {
 	maxWatches         int
 	maxWatchesPerOwner int
 	heartbeat          time.Duration
+
+	notify notifyOptions
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -217,6 +219,7 @@ response.
 	o.timeouts.addFlags(fs)
 	heartbeatFlag(fs, &o.heartbeat)
 	adminFlags(fs, o)
+	notifyFlags(fs, &o.notify)
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -256,6 +259,7 @@ func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, erro
 		AcceptOnly:         o.acceptOnly,
 		Inline:             o.inline,
 		ProgressURL:        o.progressURL,
+		Notify:             o.notify.config(),
 	}
 	unopened := cfg
 	unopened.Backend = unopenedBackend{}
@@ -425,6 +429,7 @@ with a postgres:// backend.
 	fs.StringVar(&o.progressURL, "progress-url", "", "scheme and host at which --upstream reaches --progress-listen, when not the listener's own address (another machine, a proxy)")
 	o.timeouts.addFlags(fs)
 	adminFlags(fs, o)
+	notifyFlags(fs, &o.notify)
 	fs.acceptConfigFile()
 	return fs, o
 }
