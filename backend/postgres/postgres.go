@@ -113,7 +113,7 @@ type Backend struct {
 	worker *riverjob.Worker
 	// deliveries makes the deliveries of backend.Notifier.
 	deliveries *riverjob.DeliveryWorker
-	logger *slog.Logger
+	logger     *slog.Logger
 
 	rescueAfter time.Duration
 	deadAfter   time.Duration // a process silent this long is dead
@@ -1003,7 +1003,7 @@ func schemaOrDefault(schema string) string { return cmp.Or(schema, DefaultSchema
 // tableNames are the quoted names the backend's statements use.
 type tableNames struct {
 	operation, version, riverJob, process, delivery string
-	channel                               string // NOTIFY channel, unquoted
+	channel                                         string // NOTIFY channel, unquoted
 }
 
 func newTableNames(schema string) tableNames {
