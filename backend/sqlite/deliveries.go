@@ -155,7 +155,7 @@ func (b *Backend) recordDelivery(ctx context.Context, d *backend.Delivery) error
 // running in a process that has died (judged as reschedule judges it), and
 // cancels the old one, as reschedule does for operations.
 func (b *Backend) rescheduleDeliveries(ctx context.Context, tx *sql.Tx, dead string, alive int64) (int, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT job.id, job.args FROM river_job AS job
+	rows, err := tx.QueryContext(ctx, `SELECT job.id, json(job.args) FROM river_job AS job
 		WHERE job.kind = ? AND job.state = 'running' AND (
 			json_extract(job.attempted_by, '$[#-1]') IN (SELECT value FROM json_each(?))
 			OR NOT EXISTS (

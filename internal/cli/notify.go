@@ -17,6 +17,7 @@ type notifyOptions struct {
 	allowNetworks prefixList
 	notifyURL     string
 	giveUpAfter   time.Duration
+	retryDelay    time.Duration
 }
 
 func notifyFlags(fs *command, o *notifyOptions) {
@@ -25,6 +26,7 @@ func notifyFlags(fs *command, o *notifyOptions) {
 	fs.Var(&o.allowNetworks, "webhook-allow-network", "`CIDR` webhooks may reach although private, loopback or link-local (refused by default, checked on the address dialed); repeatable")
 	fs.StringVar(&o.notifyURL, "notify", "", "webhook `URL` called when each operation of a route without a notify of its own finishes (a route's notify: in the config file); never shown to clients")
 	fs.DurationVar(&o.giveUpAfter, "webhook-give-up", 0, "how long after an operation finished its deliveries are retried (backoff from 5s doubling to 1h), then given up; 0: 24h")
+	fs.DurationVar(&o.retryDelay, "webhook-retry", 0, "wait after a delivery's first failed attempt, doubling after each further one up to 1h; 0: 5s")
 }
 
 // config is the gateway's NotifyConfig. Publishers are the caller's to
@@ -36,6 +38,7 @@ func (o *notifyOptions) config() asyncreply.NotifyConfig {
 		AllowNetworks: o.allowNetworks.values,
 		URL:           o.notifyURL,
 		GiveUpAfter:   o.giveUpAfter,
+		RetryDelay:    o.retryDelay,
 	}
 }
 
@@ -45,6 +48,7 @@ func init() {
 	flagOf["Notify.AllowNetworks"] = "--webhook-allow-network"
 	flagOf["Notify.URL"] = "--notify"
 	flagOf["Notify.GiveUpAfter"] = "--webhook-give-up"
+	flagOf["Notify.RetryDelay"] = "--webhook-retry"
 }
 
 // secretList is --webhook-secret: comma-separated secrets, never printed.
