@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply"
-	"github.com/asyncreply/asyncreply/notify"
 )
 
 // notifyOptions are the flags of deliveries without polling, the
@@ -62,15 +61,12 @@ func (l *secretList) String() string {
 }
 
 func (l *secretList) Set(v string) error {
+	// Checked with the rest of the configuration, whose errors never
+	// repeat a value, as the flag package's would.
 	for s := range strings.SplitSeq(v, ",") {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
+		if s = strings.TrimSpace(s); s != "" {
+			l.add(s)
 		}
-		if _, err := notify.ParseSecret(s); err != nil {
-			return errors.New(strings.TrimPrefix(err.Error(), "notify: "))
-		}
-		l.add(s)
 	}
 	return nil
 }
