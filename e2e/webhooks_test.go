@@ -9,12 +9,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/asyncreply/asyncreply/internal/testdb"
 )
 
 // webhookReceiver verifies every webhook it is sent, as a consumer would,
@@ -98,6 +101,25 @@ func (rc *webhookReceiver) await(t *testing.T, limit time.Duration, what string,
 // is restarted and the receiver is back, every operation's events arrive,
 // signed, to the client's callback and to the route's notify URL alike.
 func TestWebhooksSurviveACrash(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		testWebhooksSurviveACrash(t, "sqlite://"+filepath.Join(t.TempDir(), "ops.db"))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		pool := testdb.Pool(t, 2)
+		u, err := neturl.Parse(testdb.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("schema", testdb.Schema(t, pool))
+		u.RawQuery = q.Encode()
+		// A short heartbeat, so that the killed gateway's running
+		// deliveries are known dead, and rescued, within seconds.
+		testWebhooksSurviveACrash(t, u.String(), "--heartbeat", "200ms")
+	})
+}
+
+func testWebhooksSurviveACrash(t *testing.T, backendURL string, extra ...string) {
 	key := []byte("crash-test-signing-key-of-32-byte")
 	t.Setenv("ASYNCREPLY_WEBHOOK_SECRET", "whsec_"+base64.StdEncoding.EncodeToString(key))
 	rc := newWebhookReceiver(t, key)
@@ -107,10 +129,9 @@ func TestWebhooksSurviveACrash(t *testing.T) {
 	}))
 	defer upstream.Close()
 
-	db := filepath.Join(t.TempDir(), "ops.db")
-	args := []string{"--upstream", upstream.URL, "--backend", "sqlite://" + db, "--async", "POST /report",
+	args := append([]string{"--upstream", upstream.URL, "--backend", backendURL, "--async", "POST /report",
 		"--callback-allow", "127.0.0.1", "--webhook-allow-network", "127.0.0.0/8",
-		"--notify", rc.srv.URL + "/ops", "--webhook-retry", "100ms"}
+		"--notify", rc.srv.URL + "/ops", "--webhook-retry", "100ms"}, extra...)
 	start := time.Now()
 	gw, url := startGateway(t, "127.0.0.1:0", args...)
 	t.Logf("gateway serving after %v", time.Since(start))
