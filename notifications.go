@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -294,6 +295,12 @@ func (m *Middleware) deliver(ctx context.Context, d backend.Delivery) backend.De
 	}
 	now := m.cfg.now()
 	result := backend.DeliveryResult{Status: status, Err: err, At: now}
+	if err != nil && t.kind == targetCallback {
+		// The client sees what its callback's attempts brought, but not
+		// what the network told us on the way (resolved addresses, which
+		// would let it map names it cannot resolve itself); the log has it.
+		result.Err = errors.New(clientReason(err))
+	}
 	switch {
 	case err == nil:
 		m.cfg.Logger.Debug("asyncreply: delivered", "operation", op.ID, "target", describeTarget(d.Target), "status", status)
@@ -305,12 +312,31 @@ func (m *Middleware) deliver(ctx context.Context, d backend.Delivery) backend.De
 	}
 	delay := m.retryDelay(d.Attempts)
 	if now.Add(delay).After(op.UpdatedAt.Add(m.cfg.Notify.GiveUpAfter)) {
-		return giveUp(err)
+		gaveUp := giveUp(err)
+		gaveUp.Err = result.Err
+		return gaveUp
 	}
 	m.cfg.Logger.Info("asyncreply: a delivery attempt failed; retrying", "operation", op.ID, "target", describeTarget(d.Target),
 		"attempt", d.Attempts+1, "retry_in", delay, "error", err)
 	result.RetryAfter = delay
 	return result
+}
+
+// clientReason is what the status document says of a failed attempt at a
+// client's callback.
+func clientReason(err error) string {
+	var statusErr *notify.StatusError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, notify.ErrAddressNotAllowed):
+		return "the callback's address is not allowed"
+	case errors.As(err, &statusErr):
+		return fmt.Sprintf("the callback answered %d", statusErr.Code)
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "the callback did not answer in time"
+	default:
+		return "the callback could not be reached"
+	}
 }
 
 // retryDelay is the wait after a failed attempt when attempts were made
