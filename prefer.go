@@ -72,11 +72,14 @@ func splitUnquoted(s string, sep byte) []string {
 	return append(parts, s[start:])
 }
 
-// unquote returns an RFC 9110 quoted-string's content, or v as it is when
-// it is a token.
+// unquote returns an RFC 9110 quoted-string's content, v as it is when it
+// is a token, and "" when it is a quoted string left open (malformed).
 func unquote(v string) string {
-	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+	if v == "" || v[0] != '"' {
 		return v
+	}
+	if len(v) < 2 || v[len(v)-1] != '"' || strings.HasSuffix(v, `\"`) && !strings.HasSuffix(v, `\\"`) {
+		return ""
 	}
 	var sb strings.Builder
 	escaped := false
