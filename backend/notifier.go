@@ -26,7 +26,8 @@ import (
 type Notifier interface {
 	// DeliverWith sets the function that makes each delivery attempt. It
 	// must be called before Start, at most once; deliveries wait for
-	// Start, and none runs after Stop.
+	// Start, and none runs after Stop. A process that never calls it
+	// makes no delivery, and leaves them to the processes that do.
 	DeliverWith(deliver DeliverFunc) error
 
 	// Deliveries returns the operation's deliveries, one per target in

@@ -27,6 +27,9 @@ func (b *Backend) DeliverWith(deliver backend.DeliverFunc) error {
 	if b.deliveries.SetDeliverFunc(deliver) {
 		return errors.New("postgres: DeliverWith called twice")
 	}
+	if err := riverjob.AddDeliveryQueue(b.river.Queues()); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
 	return nil
 }
 

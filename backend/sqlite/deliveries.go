@@ -26,6 +26,9 @@ func (b *Backend) DeliverWith(deliver backend.DeliverFunc) error {
 	if b.deliveries.SetDeliverFunc(deliver) {
 		return errors.New("sqlite: DeliverWith called twice")
 	}
+	if err := riverjob.AddDeliveryQueue(b.river.Queues()); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
 	return nil
 }
 

@@ -617,10 +617,8 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 	}
 	if won {
 		b.watchers.Notify(id)
-	} else {
-		if err := b.whyUnchanged(ctx, id); !errors.Is(err, backend.ErrFinished) {
-			return false, err
-		}
+	} else if err := whyUnchanged(ctx, db, id); !errors.Is(err, backend.ErrFinished) {
+		return false, err
 	}
 	return won, nil
 }

@@ -66,6 +66,14 @@ type DeliveryWorker struct {
 	deliver backend.DeliverFunc
 }
 
+// AddDeliveryQueue makes the client of a process that delivers fetch
+// delivery jobs, with DefaultDeliveryConcurrency workers. Only such a
+// process polls the queue: the others, which could not deliver, leave the
+// jobs, and the store, alone.
+func AddDeliveryQueue(queues *river.QueueBundle) error {
+	return queues.Add(DeliveryQueue, river.QueueConfig{MaxWorkers: DefaultDeliveryConcurrency})
+}
+
 // NewDeliveryWorker returns a worker on store.
 func NewDeliveryWorker(store DeliveryStore) *DeliveryWorker {
 	return &DeliveryWorker{store: store}
@@ -89,9 +97,7 @@ func (w *DeliveryWorker) Work(ctx context.Context, job *river.Job[DeliveryArgs])
 	w.mu.RLock()
 	deliver := w.deliver
 	w.mu.RUnlock()
-	if deliver == nil {
-		// A process that executes operations but delivers nothing (a
-		// Middleware without targets): leave the job to one that does.
+	if deliver == nil { // not reached: the queue is added with the DeliverFunc
 		return river.JobSnooze(time.Minute)
 	}
 	d, err := w.store.Load(ctx, job.Args.OperationID, job.Args.Target)

@@ -155,8 +155,8 @@ type ClientConfig struct {
 	RescueAfter time.Duration // see the backends' Config.RescueAfter
 	Schema      string        // PostgreSQL only
 	Logger      *slog.Logger
-	// Deliveries, when set, makes deliveries in DeliveryQueue, with
-	// DefaultDeliveryConcurrency workers.
+	// Deliveries, when set, is registered to make deliveries, in
+	// DeliveryQueue once AddDeliveryQueue adds it.
 	Deliveries *DeliveryWorker
 }
 
@@ -171,7 +171,6 @@ func NewClient[TTx any](driver riverdriver.Driver[TTx], w *Worker, cfg ClientCon
 		if err := river.AddWorkerSafely(workers, cfg.Deliveries); err != nil {
 			return nil, err
 		}
-		queues[DeliveryQueue] = river.QueueConfig{MaxWorkers: DefaultDeliveryConcurrency}
 	}
 	w.logger = cmp.Or(cfg.Logger, slog.Default())
 	client, err := river.NewClient(driver, &river.Config{
