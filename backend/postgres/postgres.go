@@ -513,6 +513,22 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 // completeWithDeliveries stores the outcome, notifies watchers and
 // schedules the operation's deliveries, in one transaction: the outbox.
 func (b *Backend) completeWithDeliveries(ctx context.Context, id string, outcome backend.Outcome, failureStatus *int, failureTitle, failureDetail *string) (bool, error) {
+	const set = `status = $2, response = $3, failure_status = $4, failure_title = $5,
+		failure_detail = $6, request = NULL, updated_at = $7::timestamptz,
+		expires_at = $7::timestamptz + retention_us * interval '1 microsecond'`
+	// Most operations have no targets: one statement, as before there
+	// were deliveries, completes them. The others, and those not found
+	// unfinished, take the transaction.
+	tag, err := b.pool.Exec(ctx, `WITH changed AS (
+			UPDATE `+b.names.operation+` SET `+set+` WHERE id = $1 AND `+unfinished+` AND targets IS NULL RETURNING id
+		) SELECT pg_notify($8, id) FROM changed`,
+		id, outcome.Status, outcome.Response, failureStatus, failureTitle, failureDetail, outcome.At, b.names.channel)
+	if err != nil {
+		return false, translate(err)
+	}
+	if tag.RowsAffected() == 1 {
+		return true, nil
+	}
 	tx, err := b.pool.Begin(ctx)
 	if err != nil {
 		return false, translate(err)
@@ -520,9 +536,7 @@ func (b *Backend) completeWithDeliveries(ctx context.Context, id string, outcome
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	var targets *string
 	err = tx.QueryRow(ctx, `WITH changed AS (
-			UPDATE `+b.names.operation+` SET status = $2, response = $3, failure_status = $4, failure_title = $5,
-				failure_detail = $6, request = NULL, updated_at = $7::timestamptz,
-				expires_at = $7::timestamptz + retention_us * interval '1 microsecond'
+			UPDATE `+b.names.operation+` SET `+set+`
 			WHERE id = $1 AND `+unfinished+` RETURNING id, targets
 		) SELECT targets FROM changed, LATERAL (SELECT pg_notify($8, changed.id)) AS notified`,
 		id, outcome.Status, outcome.Response, failureStatus, failureTitle, failureDetail, outcome.At, b.names.channel).Scan(&targets)
