@@ -13,6 +13,10 @@
 // Config.MaxQueuedBytes), so that a burst of submissions is refused with
 // backend.ErrQueueFull (a 503 to the client) rather than grow the heap until
 // the process dies.
+//
+// It delivers terminal transitions (backend.Notifier) from an in-process
+// outbox, retrying failed attempts on timers; like the operations, the
+// deliveries still pending when the process exits are lost.
 package memory
 
 import (
