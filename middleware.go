@@ -170,6 +170,9 @@ func (m *Middleware) Shutdown(ctx context.Context) error {
 		close(m.closed)
 		m.background.Wait()
 		m.stopErr = m.cfg.Backend.Stop(ctx)
+		if m.notes.webhooks != nil {
+			m.notes.webhooks.CloseIdleConnections()
+		}
 	})
 	return m.stopErr
 }

@@ -17,6 +17,10 @@ type notifyOptions struct {
 	notifyURL     string
 	giveUpAfter   time.Duration
 	retryDelay    time.Duration
+	// publishers are the process-wide brokers every transition is
+	// published to, opened by the caller before the gateway is created
+	// (their names must be the same in every process and across restarts).
+	publishers []asyncreply.NamedSender
 }
 
 func notifyFlags(fs *command, o *notifyOptions) {
@@ -28,8 +32,7 @@ func notifyFlags(fs *command, o *notifyOptions) {
 	fs.DurationVar(&o.retryDelay, "webhook-retry", 0, "wait after a delivery's first failed attempt, doubling after each further one up to 1h; 0: 5s")
 }
 
-// config is the gateway's NotifyConfig. Publishers are the caller's to
-// add (Publish).
+// config is the gateway's NotifyConfig, with the publishers opened so far.
 func (o *notifyOptions) config() asyncreply.NotifyConfig {
 	return asyncreply.NotifyConfig{
 		Secrets:       o.secrets.values,
@@ -38,6 +41,7 @@ func (o *notifyOptions) config() asyncreply.NotifyConfig {
 		URL:           o.notifyURL,
 		GiveUpAfter:   o.giveUpAfter,
 		RetryDelay:    o.retryDelay,
+		Publish:       o.publishers,
 	}
 }
 
