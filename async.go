@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/notify"
 )
 
 // Async makes every request to h asynchronous: on first arrival the request
@@ -32,11 +33,20 @@ type RouteOptions struct {
 	Timeout time.Duration
 	// Retention is how long the finished operation is kept (Config.Retention).
 	Retention time.Duration
+	// Notify is a webhook called when each of the route's operations
+	// finishes (Config.Notify.URL), signed with Config.Notify.Secrets. It
+	// is never shown to clients.
+	Notify string
 }
 
 func (o RouteOptions) check() {
 	if o.Wait < 0 || o.Timeout < 0 || o.Retention < 0 {
 		panic(fmt.Sprintf("asyncreply: negative RouteOptions %+v", o))
+	}
+	if o.Notify != "" {
+		if err := notify.CheckURL(o.Notify); err != nil {
+			panic("asyncreply: RouteOptions.Notify: " + err.Error())
+		}
 	}
 }
 

@@ -187,6 +187,10 @@ type Config struct {
 	// Trace Context and Baggage until then.
 	Propagator propagation.TextMapPropagator
 
+	// Notify delivers operations' terminal transitions to webhooks and
+	// publishers; see NotifyConfig. Defaults to delivering nothing.
+	Notify NotifyConfig
+
 	// now is the clock, replaced in tests.
 	now func() time.Time
 }
@@ -262,6 +266,7 @@ func (cfg Config) withDefaults() (Config, error) {
 			invalid("AcceptOnly", "excludes Inline, which executes every operation in its request")
 		}
 	}
+	cfg.Notify.validate(invalid)
 	if len(errs) > 0 {
 		return cfg, errors.Join(errs...)
 	}

@@ -37,6 +37,7 @@ type Middleware struct {
 	changes backend.ChangeLister // the backend, when it lists changes; nil otherwise
 	feeds   *feedHub
 	tracing *tracing
+	notes   notifications
 
 	background sync.WaitGroup // the sweeper and the backend's start-up
 	stopOnce   sync.Once
@@ -66,6 +67,10 @@ func New(cfg Config) (*Middleware, error) {
 		return nil, &ConfigError{Field: "Registerer", Err: err}
 	}
 	changes, _ := cfg.Backend.(backend.ChangeLister)
+	notes, err := newNotifications(cfg, cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
 	cfg.Backend = countingBackend{Backend: cfg.Backend, errors: mt.backendErrors}
 	retrySeconds := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	var publicPath string
@@ -85,6 +90,7 @@ func New(cfg Config) (*Middleware, error) {
 		lister:       lister,
 		tracing:      newTracing(cfg),
 		changes:      changes,
+		notes:        notes,
 	}
 	m.feeds = newFeedHub(m)
 	m.cfg.Backend = nudgingBackend{Backend: m.cfg.Backend, hub: m.feeds}
@@ -108,6 +114,11 @@ func (m *Middleware) Handler(app http.Handler) http.Handler {
 		// Inline operations run in the request that submits them; the
 		// backend's workers have nothing left to do.
 		execute = func(context.Context, string) error { return nil }
+	}
+	if !m.cfg.AcceptOnly && m.notes.notifier != nil && m.notes.configured() {
+		if err := m.notes.notifier.DeliverWith(m.deliver); err != nil {
+			m.cfg.Logger.Error("asyncreply: the backend refused to deliver; webhooks and publishers are not delivered", "error", err)
+		}
 	}
 	if !m.cfg.AcceptOnly {
 		m.background.Add(1)
@@ -172,6 +183,9 @@ func (m *Middleware) Shutdown(ctx context.Context) error {
 		m.background.Wait()
 		m.feeds.shutdown()
 		m.stopErr = m.cfg.Backend.Stop(ctx)
+		if m.notes.webhooks != nil {
+			m.notes.webhooks.CloseIdleConnections()
+		}
 	})
 	return m.stopErr
 }

@@ -22,6 +22,12 @@ func TestParsePrefer(t *testing.T) {
 		{[]string{"wait=soon"}, preferences{}},
 		{[]string{"return=minimal; foo=bar, RESPOND-ASYNC"}, preferences{respondAsync: true}},
 		{[]string{"handling=lenient"}, preferences{}},
+		{[]string{`respond-async, callback; url="https://h.example/a?x=1,2;y=3"`}, preferences{respondAsync: true, callback: "https://h.example/a?x=1,2;y=3"}},
+		{[]string{`callback; URL=https://h.example/a`}, preferences{callback: "https://h.example/a"}},
+		{[]string{`callback; url="https://h.example/\"q\""`}, preferences{callback: `https://h.example/"q"`}},
+		{[]string{`callback; url="https://first.example/"`, `callback; url="https://second.example/"`}, preferences{callback: "https://first.example/"}}, // first wins
+		{[]string{`callback`}, preferences{}},
+		{[]string{`callback; url="https://h.example/, wait=5`}, preferences{}}, // an unclosed quote swallows the rest
 	} {
 		h := http.Header{"Prefer": tc.headers}
 		if got := parsePrefer(h); got != tc.want {

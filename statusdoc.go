@@ -30,6 +30,23 @@ type statusDocument struct {
 	// (Operation-Location), which never redirects.
 	ResourceLocation string      `json:"resourceLocation,omitempty"`
 	Links            monitorURLs `json:"links"`
+	// Callbacks are the deliveries of the client's Prefer: callback.
+	Callbacks []callbackDoc `json:"callbacks,omitempty"`
+}
+
+// callbackDoc is one client callback's delivery as the status document
+// shows it.
+type callbackDoc struct {
+	URL        string `json:"url"`
+	Attempts   int    `json:"attempts"`
+	LastStatus int    `json:"lastStatus"`
+	// DeliveredAt is when the receiver acknowledged the event.
+	DeliveredAt *time.Time `json:"deliveredAt,omitempty"`
+	// Failed: no attempt follows (given up, or the address is refused).
+	Failed    bool   `json:"failed,omitempty"`
+	LastError string `json:"lastError,omitempty"`
+
+	target string // the stored target it shows
 }
 
 type progressDoc struct {
@@ -104,5 +121,33 @@ func (doc *statusDocument) appendJSON(b []byte) []byte {
 	}
 	b = append(b, `,"events":`...)
 	b = jsonenc.AppendString(b, doc.Links.Events)
-	return append(b, "}}"...)
+	b = append(b, '}')
+	if len(doc.Callbacks) > 0 {
+		b = append(b, `,"callbacks":[`...)
+		for i, c := range doc.Callbacks {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"url":`...)
+			b = jsonenc.AppendString(b, c.URL)
+			b = append(b, `,"attempts":`...)
+			b = strconv.AppendInt(b, int64(c.Attempts), 10)
+			b = append(b, `,"lastStatus":`...)
+			b = strconv.AppendInt(b, int64(c.LastStatus), 10)
+			if c.DeliveredAt != nil {
+				b = append(b, `,"deliveredAt":`...)
+				b = jsonenc.AppendTime(b, *c.DeliveredAt)
+			}
+			if c.Failed {
+				b = append(b, `,"failed":true`...)
+			}
+			if c.LastError != "" {
+				b = append(b, `,"lastError":`...)
+				b = jsonenc.AppendString(b, c.LastError)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
 }

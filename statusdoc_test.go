@@ -25,8 +25,15 @@ func TestStatusDocumentMatchesEncodingJSON(t *testing.T) {
 		{ID: "e", Status: backend.Failed, CreatedAt: created, UpdatedAt: created},
 		{ID: "f", Status: backend.Canceled, CreatedAt: created, UpdatedAt: created, ExpiresAt: created.Add(time.Hour)},
 	}
-	for _, op := range ops {
+	delivered := created.Add(time.Minute)
+	for i, op := range ops {
 		doc := newStatusDocument(op, links)
+		if i%2 == 1 {
+			doc.Callbacks = []callbackDoc{
+				{URL: "https://hooks.example/a?b=<c>&d", Attempts: 2, LastStatus: 204, DeliveredAt: &delivered},
+				{URL: "https://hooks.example/e", Attempts: 1, Failed: true, LastError: "address \"not\" allowed"},
+			}
+		}
 		want, err := json.Marshal(doc)
 		if err != nil {
 			t.Fatal(err)

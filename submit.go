@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/asyncreply/asyncreply/backend"
@@ -116,6 +117,7 @@ func (m *Middleware) record(w http.ResponseWriter, st *requestState) (*recordedR
 // answers the request itself (400, 422, 429, 503) and returns false when there
 // is no operation to answer with.
 func (m *Middleware) store(w http.ResponseWriter, r *http.Request, recorded *recordedRequest, owner string, opts RouteOptions) (*backend.Operation, bool, bool) {
+	var callback string // the client's Prefer: callback, when accepted
 	key := r.Header.Get("Idempotency-Key")
 	if len(key) > maxIdempotencyKey {
 		writeProblem(w, http.StatusBadRequest, "Idempotency-Key too long",
@@ -134,6 +136,7 @@ func (m *Middleware) store(w http.ResponseWriter, r *http.Request, recorded *rec
 		CreatedAt: now,
 		UpdatedAt: now,
 	}
+	op.Targets, callback = m.targets(r, opts)
 	if key != "" {
 		op.IdempotencyKey = m.idempotencyScope(r) + key
 		op.Fingerprint = fingerprint(recorded)
@@ -162,6 +165,9 @@ func (m *Middleware) store(w http.ResponseWriter, r *http.Request, recorded *rec
 	}
 	if created {
 		m.cfg.Logger.Info("asyncreply: operation accepted", "operation", id, "method", r.Method, "path", r.URL.Path)
+	}
+	if callback != "" && slices.Contains(stored.Targets, callback) {
+		w.Header().Add("Preference-Applied", "callback")
 	}
 	return stored, created, true
 }
@@ -255,7 +261,7 @@ func (m *Middleware) writeAccepted(w http.ResponseWriter, r *http.Request, op *b
 	h.Set("Operation-Location", links.status())
 	h.Add("Vary", "Prefer")
 	if respondAsync {
-		h.Set("Preference-Applied", "respond-async")
+		h.Add("Preference-Applied", "respond-async")
 	}
 	m.writeStatus(w, r, op, links, http.StatusAccepted)
 }
@@ -277,7 +283,9 @@ func (m *Middleware) writeStatus(w http.ResponseWriter, r *http.Request, op *bac
 
 // writeJSONStatus writes op's status document with the given status code.
 func (m *Middleware) writeJSONStatus(w http.ResponseWriter, r *http.Request, op *backend.Operation, links monitorURLs, code int) {
-	writeJSON(w, r, code, newStatusDocument(op, links).marshal())
+	doc := newStatusDocument(op, links)
+	doc.Callbacks = m.callbackDocs(r.Context(), op)
+	writeJSON(w, r, code, doc.marshal())
 }
 
 // writeJSON answers with a JSON document of the monitor's own, which no

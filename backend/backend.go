@@ -1,6 +1,7 @@
 // Package backend defines the seam between asyncreply and the stores that keep
 // and execute operations: the [Backend] interface, the [Operation] record it
-// stores, the optional interfaces [Local], [Lister] and [ChangeLister], and the sentinel
+// stores, the optional interfaces [Local], [Lister], [ChangeLister] and
+// [Notifier], and the sentinel
 // errors every implementation translates its native errors into.
 //
 // The package is a leaf: it imports nothing from asyncreply, so backends in
@@ -93,6 +94,12 @@ type Operation struct {
 	// CollectedAt is when MarkCollected first marked the stored response
 	// collected; zero until then. Create ignores it.
 	CollectedAt time.Time
+
+	// Targets are where the operation's terminal transition is delivered,
+	// opaque strings the middleware encodes and a [Notifier] stores with
+	// the operation at Create and returns from Get. A backend that does
+	// not implement Notifier may ignore them.
+	Targets []string
 }
 
 // Expired reports whether op is done and its retention has passed at now.

@@ -25,6 +25,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,7 @@ import (
 	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/internal/netaddr"
 	"github.com/asyncreply/asyncreply/internal/problem"
+	"github.com/asyncreply/asyncreply/notify"
 )
 
 // OperationHeader is the request header that tells the upstream which
@@ -195,6 +197,11 @@ type Config struct {
 	// for a durable backend.
 	Key []byte
 
+	// Notify delivers operations' terminal transitions to signed webhooks
+	// and publishers (asyncreply.Config.Notify); a Route's Notify names a
+	// webhook for its operations. Defaults to delivering nothing.
+	Notify asyncreply.NotifyConfig
+
 	// whoamiWaiting, set by tests, is called by each request once it waits
 	// for the upstream's answer to who its caller is (OwnerUpstream).
 	whoamiWaiting func()
@@ -209,10 +216,14 @@ type Route struct {
 	// Wait, Timeout and Retention override Config's fields of the same name
 	// for this route's operations. Zero keeps Config's.
 	Wait, Timeout, Retention time.Duration
+	// Notify is a webhook called when each of the route's operations
+	// finishes (asyncreply.RouteOptions.Notify), never shown to clients.
+	// Defaults to Config.Notify.URL.
+	Notify string
 }
 
 func (r Route) options() asyncreply.RouteOptions {
-	return asyncreply.RouteOptions{Wait: r.Wait, Timeout: r.Timeout, Retention: r.Retention}
+	return asyncreply.RouteOptions{Wait: r.Wait, Timeout: r.Timeout, Retention: r.Retention, Notify: r.Notify}
 }
 
 // ConfigError is an invalid Config field, as New and Config.Validate
@@ -343,6 +354,10 @@ func (g *Gateway) configure(cfg Config) (asyncreply.Config, error) {
 		Key:                cfg.Key,
 		AcceptOnly:         cfg.AcceptOnly,
 		Inline:             cfg.Inline,
+		Notify:             cfg.Notify,
+	}
+	if len(cfg.Notify.Secrets) == 0 && slices.ContainsFunc(cfg.Async, func(r Route) bool { return r.Notify != "" }) {
+		errs = append(errs, &ConfigError{"Async", errors.New("a route's notify webhook needs Notify.Secrets to be signed")})
 	}
 	if errs = append(errs, fromLibrary(library.Validate())...); len(errs) > 0 {
 		return library, errors.Join(errs...)
@@ -424,6 +439,11 @@ func asyncRoutes(routes []Route, prefix string, proxy http.Handler) (mux *http.S
 		}
 		if field, d := negativeDuration(route.Wait, route.Timeout, route.Retention); field != "" {
 			return nil, fmt.Errorf("route %q: %s must not be negative, got %s", pattern, strings.ToLower(field), d)
+		}
+		if route.Notify != "" {
+			if err := notify.CheckURL(route.Notify); err != nil {
+				return nil, fmt.Errorf("route %q: notify: %w", pattern, err)
+			}
 		}
 		if err := handle(mux, pattern, asyncreply.AsyncWith(proxy, route.options())); err != nil {
 			return nil, err

@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/asyncreply/asyncreply"
 	"github.com/asyncreply/asyncreply/backend"
 	"github.com/asyncreply/asyncreply/backend/backendurl"
 	"github.com/asyncreply/asyncreply/backend/memory"
@@ -371,6 +372,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative max watches", gateway.Config{Upstream: ok, MaxWatches: -1}, "MaxWatches", []string{"negative"}},
 		{"negative max watches per owner", gateway.Config{Upstream: ok, MaxWatchesPerOwner: -1}, "MaxWatchesPerOwner", []string{"negative"}},
 		{"concurrency beside a backend", gateway.Config{Upstream: ok, Concurrency: 2, Backend: sharedBackend{}}, "Concurrency", []string{"memory.Config.Concurrency"}},
+		{"bad route notify URL", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "POST /x", Notify: "hooks.example.com/x"}}}, "Async", []string{`"POST /x"`, "notify"}},
+		{"route notify without a secret", gateway.Config{Upstream: ok, Async: []gateway.Route{{Pattern: "POST /x", Notify: "https://hooks.example.com/x"}}}, "Async", []string{"Notify.Secrets"}},
+		{"callbacks without a secret", gateway.Config{Upstream: ok, Notify: asyncreply.NotifyConfig{CallbackHosts: []string{"hooks.example.com"}}}, "Notify.CallbackHosts", []string{"Secrets"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

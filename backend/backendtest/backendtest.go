@@ -13,9 +13,9 @@
 // A backend that bounds the operations waiting to run also runs
 // [RunBounded], whose factory is given the bounds to make it with.
 //
-// The rules of the optional [backend.Lister] run inside Run, and are skipped
-// when the backend does not implement it; so are those of
-// [backend.ChangeLister].
+// The rules of the optional [backend.Lister], [backend.ChangeLister] and
+// [backend.Notifier] run inside Run, and are skipped when the backend does
+// not implement them.
 //
 // When the contract in package backend changes, this suite changes first.
 package backendtest
@@ -118,6 +118,16 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		r.changesRule(t, "IncludeCanceledNotExpired", testChangesIncludeCanceledNotExpired)
 		r.changesRule(t, "DefaultLimit", testChangesDefaultLimit)
 		r.changesRule(t, "BadCursorIsRefused", testChangesBadCursorIsRefused)
+	})
+	t.Run("Deliveries", func(t *testing.T) {
+		t.Parallel()
+		r.notifierRule(t, "TargetsRoundTrip", testTargetsRoundTrip)
+		r.notifierRule(t, "UnknownIsNotFound", testDeliveriesUnknownIsNotFound)
+		r.notifierRule(t, "CompleteDeliversEachTargetOnce", testCompleteDeliversEachTargetOnce)
+		r.notifierRule(t, "CancelDeliversCanceled", testCancelDeliversCanceled)
+		r.notifierRule(t, "FailedAttemptIsRetried", testFailedAttemptIsRetried)
+		r.notifierRule(t, "GivingUpIsRecorded", testGivingUpIsRecorded)
+		r.notifierRule(t, "NoTargetsNoDeliveries", testNoTargetsNoDeliveries)
 	})
 	t.Run("Watch", func(t *testing.T) {
 		t.Parallel()

@@ -13,6 +13,10 @@
 // Config.MaxQueuedBytes), so that a burst of submissions is refused with
 // backend.ErrQueueFull (a 503 to the client) rather than grow the heap until
 // the process dies.
+//
+// It delivers terminal transitions (backend.Notifier) from an in-process
+// outbox, retrying failed attempts on timers; like the operations, the
+// deliveries still pending when the process exits are lost.
 package memory
 
 import (
@@ -98,6 +102,7 @@ type Backend struct {
 	stopping    bool
 
 	watchers watch.Hub
+	outbox   deliveries
 
 	execute   backend.ExecuteFunc // set by Start, under mu: nil until then
 	runCtx    context.Context     // parent of every execution; canceled to force a stop
@@ -130,6 +135,7 @@ func New(cfg Config) *Backend {
 		waiting:     waiting{perOwner: make(map[string]int)},
 	}
 	b.work = sync.NewCond(&b.mu)
+	b.outbox.work = sync.NewCond(&b.mu)
 	return b
 }
 
@@ -165,6 +171,7 @@ func (b *Backend) Create(ctx context.Context, op *backend.Operation) (*backend.O
 	// change a stored operation, as it could not with a database.
 	stored.Request = bytes.Clone(op.Request)
 	stored.Fingerprint = bytes.Clone(op.Fingerprint)
+	stored.Targets = slices.Clone(op.Targets)
 	stored.Status = backend.NotStarted
 	stored.Attempt = 0
 	stored.Response, stored.Failure, stored.ExpiresAt, stored.CollectedAt = nil, nil, time.Time{}, time.Time{}
@@ -243,6 +250,7 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 		op.Failure = &failure
 	}
 	b.finish(op, outcome.At)
+	b.scheduleDeliveries(op)
 	return true, nil
 }
 
@@ -257,9 +265,13 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 	if op.Status == backend.Canceled {
 		return nil
 	}
+	wasDone := op.Status.Done()
 	b.setStatus(op, backend.Canceled)
 	op.Response, op.Failure = nil, nil
 	b.finish(op, at)
+	if !wasDone {
+		b.scheduleDeliveries(op)
+	}
 	if cancel, ok := b.running[id]; ok {
 		cancel(backend.ErrCanceled)
 	}
@@ -293,6 +305,7 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 			continue
 		}
 		delete(b.ops, id)
+		b.forgetDeliveries(id)
 		key := idempotencyKey{op.Owner, op.IdempotencyKey}
 		if op.IdempotencyKey != "" && b.idempotency[key] == id {
 			delete(b.idempotency, key)
@@ -408,6 +421,7 @@ func (b *Backend) Start(ctx context.Context, execute backend.ExecuteFunc) error 
 	for range b.concurrency {
 		go b.runWorker()
 	}
+	b.startDelivering()
 	return nil
 }
 
@@ -444,6 +458,9 @@ func (b *Backend) Stop(ctx context.Context) error {
 	}
 	b.queue = nil
 	b.mu.Unlock()
+	if deliveryErr := b.stopDelivering(ctx); err == nil {
+		err = deliveryErr
+	}
 	return err
 }
 
@@ -506,6 +523,7 @@ func (b *Backend) abandon(id string) {
 		Detail: "The server stopped executing the operation before it finished; the in-memory backend cannot hand it to another process.",
 	}
 	b.finish(op, time.Now())
+	b.scheduleDeliveries(op)
 }
 
 // unfinished returns the stored operation if it exists and is not done.

@@ -64,6 +64,25 @@ var migrations = []string{
 	// (updated_at, id).
 	`CREATE INDEX ON {{.operation}} (owner, updated_at, id COLLATE "C");
 	CREATE INDEX ON {{.operation}} (updated_at, id COLLATE "C");`,
+
+	// Where each operation's terminal transition is delivered (a JSON
+	// array of targets, NULL when none), and each delivery, written in the
+	// transaction that makes its operation done, with what its attempts
+	// brought; swept with its operation.
+	`ALTER TABLE {{.operation}} ADD COLUMN targets text;
+	CREATE TABLE {{.delivery}} (
+		operation_id    text NOT NULL REFERENCES {{.operation}} (id) ON DELETE CASCADE,
+		position        integer NOT NULL,
+		target          text NOT NULL,
+		status          text NOT NULL,
+		attempts        integer NOT NULL DEFAULT 0,
+		last_status     integer NOT NULL DEFAULT 0,
+		last_error      text NOT NULL DEFAULT '',
+		last_attempt_at timestamptz,
+		delivered_at    timestamptz,
+		gave_up_at      timestamptz,
+		PRIMARY KEY (operation_id, target)
+	);`,
 }
 
 // Migrate applies asyncreply's and River's migrations to schema (which it

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -110,7 +111,9 @@ type Backend struct {
 	names  tableNames
 	river  *river.Client[pgx.Tx]
 	worker *riverjob.Worker
-	logger *slog.Logger
+	// deliveries makes the deliveries of backend.Notifier.
+	deliveries *riverjob.DeliveryWorker
+	logger     *slog.Logger
 
 	rescueAfter time.Duration
 	deadAfter   time.Duration // a process silent this long is dead
@@ -170,9 +173,10 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			return translate(err)
 		},
 	})
+	b.deliveries = riverjob.NewDeliveryWorker(riverjob.DeliveryStore{Load: b.loadDelivery, Record: b.recordDelivery})
 	client, err := riverjob.NewClient(riverpgxv5.New(cfg.Pool), b.worker, riverjob.ClientConfig{
 		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter,
-		Schema: cfg.Schema, Logger: cfg.Logger,
+		Schema: cfg.Schema, Logger: cfg.Logger, Deliveries: b.deliveries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -190,7 +194,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 // columns are read in this order by scanOperation.
 const columns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
 	attempt, request, response, failure_status, failure_title, failure_detail,
-	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at, targets`
 
 func scanOperation(row pgx.Row) (*backend.Operation, error) {
 	var (
@@ -199,12 +203,16 @@ func scanOperation(row pgx.Row) (*backend.Operation, error) {
 		failureTitle, failureDetail *string
 		timeoutUS, retentionUS      int64
 		expiresAt, collectedAt      *time.Time
+		targets                     *string
 	)
 	err := row.Scan(&op.ID, &op.Owner, &op.IdempotencyKey, &op.Fingerprint, &op.Status,
 		&op.Progress.Percent, &op.Progress.Message, &op.Attempt, &op.Request, &op.Response,
 		&failureStatus, &failureTitle, &failureDetail, &timeoutUS, &retentionUS,
-		&op.CreatedAt, &op.UpdatedAt, &expiresAt, &collectedAt)
+		&op.CreatedAt, &op.UpdatedAt, &expiresAt, &collectedAt, &targets)
 	if err != nil {
+		return nil, err
+	}
+	if op.Targets, err = decodeTargets(targets); err != nil {
 		return nil, err
 	}
 	if failureStatus != nil {
@@ -400,6 +408,7 @@ func (b *Backend) insert(ctx context.Context, tx pgx.Tx, ops []*backend.Operatio
 		fingerprints, requests       = make([][]byte, len(ops)), make([][]byte, len(ops))
 		timeouts, retentions, jobIDs = make([]int64, len(ops)), make([]int64, len(ops)), make([]int64, len(ops))
 		createdAts, updatedAts       = make([]time.Time, len(ops)), make([]time.Time, len(ops))
+		targets                      = make([]*string, len(ops))
 	)
 	for i, op := range ops {
 		s := *op
@@ -412,12 +421,16 @@ func (b *Backend) insert(ctx context.Context, tx pgx.Tx, ops []*backend.Operatio
 		fingerprints[i], requests[i] = s.Fingerprint, s.Request
 		timeouts[i], retentions[i], jobIDs[i] = s.Timeout.Microseconds(), s.Retention.Microseconds(), jobs[i].Job.ID
 		createdAts[i], updatedAts[i] = s.CreatedAt, s.UpdatedAt
+		s.Targets = slices.Clone(op.Targets)
+		if targets[i], err = encodeTargets(s.Targets); err != nil {
+			return nil, fmt.Errorf("postgres: create: %w", err)
+		}
 	}
 	_, err = tx.Exec(ctx, "INSERT INTO "+b.names.operation+` (id, owner, idempotency_key, fingerprint, status,
-		request, timeout_us, retention_us, created_at, updated_at, job_id)
+		request, timeout_us, retention_us, created_at, updated_at, job_id, targets)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bytea[],
-			$7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::bigint[])`,
-		ids, owners, keys, fingerprints, statuses, requests, timeouts, retentions, createdAts, updatedAts, jobIDs)
+			$7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[], $11::bigint[], $12::text[])`,
+		ids, owners, keys, fingerprints, statuses, requests, timeouts, retentions, createdAts, updatedAts, jobIDs, targets)
 	if err != nil {
 		return nil, translate(fmt.Errorf("postgres: create: %w", err))
 	}
@@ -487,10 +500,7 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 	if f := outcome.Failure; f != nil {
 		failureStatus, failureTitle, failureDetail = &f.Status, &f.Title, &f.Detail
 	}
-	won, err := b.update(ctx, `status = $2, response = $3, failure_status = $4, failure_title = $5,
-		failure_detail = $6, request = NULL, updated_at = $7::timestamptz,
-		expires_at = $7::timestamptz + retention_us * interval '1 microsecond'`,
-		id, outcome.Status, outcome.Response, failureStatus, failureTitle, failureDetail, outcome.At)
+	won, err := b.completeWithDeliveries(ctx, id, outcome, failureStatus, failureTitle, failureDetail)
 	if err != nil {
 		return false, fmt.Errorf("postgres: complete: %w", err)
 	}
@@ -500,6 +510,48 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 		}
 	}
 	return won, nil
+}
+
+// completeWithDeliveries stores the outcome, notifies watchers and
+// schedules the operation's deliveries, in one transaction: the outbox.
+func (b *Backend) completeWithDeliveries(ctx context.Context, id string, outcome backend.Outcome, failureStatus *int, failureTitle, failureDetail *string) (bool, error) {
+	const set = `status = $2, response = $3, failure_status = $4, failure_title = $5,
+		failure_detail = $6, request = NULL, updated_at = $7::timestamptz,
+		expires_at = $7::timestamptz + retention_us * interval '1 microsecond'`
+	// Most operations have no targets: one statement, as before there
+	// were deliveries, completes them. The others, and those not found
+	// unfinished, take the transaction.
+	tag, err := b.pool.Exec(ctx, `WITH changed AS (
+			UPDATE `+b.names.operation+` SET `+set+` WHERE id = $1 AND `+unfinished+` AND targets IS NULL RETURNING id
+		) SELECT pg_notify($8, id) FROM changed`,
+		id, outcome.Status, outcome.Response, failureStatus, failureTitle, failureDetail, outcome.At, b.names.channel)
+	if err != nil {
+		return false, translate(err)
+	}
+	if tag.RowsAffected() == 1 {
+		return true, nil
+	}
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return false, translate(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var targets *string
+	err = tx.QueryRow(ctx, `WITH changed AS (
+			UPDATE `+b.names.operation+` SET `+set+`
+			WHERE id = $1 AND `+unfinished+` RETURNING id, targets
+		) SELECT targets FROM changed, LATERAL (SELECT pg_notify($8, changed.id)) AS notified`,
+		id, outcome.Status, outcome.Response, failureStatus, failureTitle, failureDetail, outcome.At, b.names.channel).Scan(&targets)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, translate(err)
+	}
+	if err := b.scheduleDeliveries(ctx, tx, id, outcome.Status, targets); err != nil {
+		return false, err
+	}
+	return true, translate(tx.Commit(ctx))
 }
 
 // update applies set to an unfinished operation ($1 is its ID, the other
@@ -543,6 +595,7 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	var previous backend.Status
 	var jobID int64
+	var targets *string
 	err = tx.QueryRow(ctx, `WITH previous AS (
 			SELECT id, status, job_id FROM `+b.names.operation+` WHERE id = $1 FOR UPDATE
 		)
@@ -550,7 +603,7 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 			failure_status = NULL, failure_title = NULL, failure_detail = NULL, updated_at = $2::timestamptz,
 			expires_at = $2::timestamptz + op.retention_us * interval '1 microsecond'
 		FROM previous WHERE op.id = previous.id AND previous.status <> 'Canceled'
-		RETURNING previous.status, previous.job_id`, id, at).Scan(&previous, &jobID)
+		RETURNING previous.status, previous.job_id, op.targets`, id, at).Scan(&previous, &jobID, &targets)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if err := b.whyUnchanged(ctx, id); !errors.Is(err, backend.ErrFinished) {
 			return err
@@ -563,6 +616,9 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 	if !previous.Done() {
 		if _, err := b.river.JobCancelTx(ctx, tx, jobID); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
 			return translate(fmt.Errorf("postgres: cancel: canceling the job: %w", err))
+		}
+		if err := b.scheduleDeliveries(ctx, tx, id, backend.Canceled, targets); err != nil {
+			return err
 		}
 	}
 	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", b.names.channel, id); err != nil {
@@ -598,15 +654,7 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 	if err := b.reschedule(ctx); err != nil {
 		return 0, err
 	}
-	if _, err := b.pool.Exec(ctx, `WITH orphaned AS (
-			UPDATE `+b.names.operation+` AS op SET status = 'Failed', request = NULL, failure_status = $3,
-				failure_title = $4, failure_detail = $5,
-				updated_at = $1::timestamptz, expires_at = $1::timestamptz + op.retention_us * interval '1 microsecond'
-			FROM `+b.names.riverJob+` AS job
-			WHERE op.job_id = job.id AND job.state = 'discarded' AND op.`+unfinished+`
-			RETURNING op.id
-		) SELECT pg_notify($2, id) FROM orphaned`, now, b.names.channel,
-		riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail); err != nil {
+	if err := b.failOrphaned(ctx, now); err != nil {
 		return 0, translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
 	deleted := 0
@@ -623,11 +671,53 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 	}
 }
 
+// failOrphaned fails the operations whose River job was discarded, and
+// schedules their deliveries, in one transaction.
+func (b *Backend) failOrphaned(ctx context.Context, now time.Time) error {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	rows, err := tx.Query(ctx, `WITH orphaned AS (
+			UPDATE `+b.names.operation+` AS op SET status = 'Failed', request = NULL, failure_status = $3,
+				failure_title = $4, failure_detail = $5,
+				updated_at = $1::timestamptz, expires_at = $1::timestamptz + op.retention_us * interval '1 microsecond'
+			FROM `+b.names.riverJob+` AS job
+			WHERE op.job_id = job.id AND job.state = 'discarded' AND op.`+unfinished+`
+			RETURNING op.id, op.targets
+		) SELECT id, targets FROM orphaned, LATERAL (SELECT pg_notify($2, orphaned.id)) AS notified`, now, b.names.channel,
+		riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	var targets []*string
+	for rows.Next() {
+		var id string
+		var t *string
+		if err := rows.Scan(&id, &t); err != nil {
+			rows.Close()
+			return err
+		}
+		ids, targets = append(ids, id), append(targets, t)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i, id := range ids {
+		if err := b.scheduleDeliveries(ctx, tx, id, backend.Failed, targets[i]); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
 // listedColumns are columns with NULL for the request and the response,
 // which a listing does not load.
 const listedColumns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
 	attempt, NULL::bytea, NULL::bytea, failure_status, failure_title, failure_detail,
-	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at, targets`
 
 // List implements backend.Lister, walking the index on (owner, created_at,
 // id) (or, for every owner, on (created_at, id)) backwards from the page
@@ -802,6 +892,13 @@ func (b *Backend) reschedule(ctx context.Context) error {
 		b.deadAfter.Microseconds()); err != nil {
 		return translate(fmt.Errorf("postgres: sweep: %w", err))
 	}
+	deliveries, err := b.rescheduleDeliveries(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if deliveries > 0 {
+		b.logger.Warn("asyncreply: postgres: deliveries whose process died were given a new job", "deliveries", deliveries)
+	}
 	if len(ids) == 0 {
 		return translate(tx.Commit(ctx))
 	}
@@ -961,8 +1058,8 @@ func schemaOrDefault(schema string) string { return cmp.Or(schema, DefaultSchema
 
 // tableNames are the quoted names the backend's statements use.
 type tableNames struct {
-	operation, version, riverJob, process string
-	channel                               string // NOTIFY channel, unquoted
+	operation, version, riverJob, process, delivery string
+	channel                                         string // NOTIFY channel, unquoted
 }
 
 func newTableNames(schema string) tableNames {
@@ -971,10 +1068,11 @@ func newTableNames(schema string) tableNames {
 		version:   pgx.Identifier{schema, "asyncreply_schema_version"}.Sanitize(),
 		riverJob:  pgx.Identifier{schema, "river_job"}.Sanitize(),
 		process:   pgx.Identifier{schema, "asyncreply_process"}.Sanitize(),
+		delivery:  pgx.Identifier{schema, "asyncreply_delivery"}.Sanitize(),
 		channel:   schema + ".asyncreply_operation",
 	}
 }
 
 func (n tableNames) expand(statement string) string {
-	return strings.NewReplacer("{{.operation}}", n.operation, "{{.process}}", n.process).Replace(statement)
+	return strings.NewReplacer("{{.operation}}", n.operation, "{{.process}}", n.process, "{{.delivery}}", n.delivery).Replace(statement)
 }

@@ -87,6 +87,25 @@ var migrations = []string{
 	// (updated_at, id).
 	`CREATE INDEX asyncreply_operation_owner_updated ON asyncreply_operation (owner, updated_at, id);
 	CREATE INDEX asyncreply_operation_updated ON asyncreply_operation (updated_at, id);`,
+
+	// Where each operation's terminal transition is delivered (a JSON
+	// array of targets, NULL when none), and each delivery, written in the
+	// transaction that makes its operation done, with what its attempts
+	// brought.
+	`ALTER TABLE asyncreply_operation ADD COLUMN targets TEXT;
+	CREATE TABLE asyncreply_delivery (
+		operation_id    TEXT NOT NULL,
+		position        INTEGER NOT NULL,
+		target          TEXT NOT NULL,
+		status          TEXT NOT NULL,
+		attempts        INTEGER NOT NULL DEFAULT 0,
+		last_status     INTEGER NOT NULL DEFAULT 0,
+		last_error      TEXT NOT NULL DEFAULT '',
+		last_attempt_at INTEGER,
+		delivered_at    INTEGER,
+		gave_up_at      INTEGER,
+		PRIMARY KEY (operation_id, target)
+	) STRICT;`,
 }
 
 // Migrate applies River's migrations and asyncreply's to db, which must have

@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -142,6 +143,7 @@ type Backend struct {
 	db           *sql.DB      // nil once Stop has closed it
 	river        *river.Client[*sql.Tx]
 	worker       *riverjob.Worker
+	deliveries   *riverjob.DeliveryWorker
 	logger       *slog.Logger
 	pollInterval time.Duration
 	deadAfter    time.Duration // a process silent this long is dead
@@ -275,8 +277,9 @@ func newBackend(ctx context.Context, db *sql.DB, cfg Config) (*Backend, error) {
 			return b.exec(ctx, "DELETE FROM asyncreply_process WHERE id = ?", id)
 		},
 	})
+	b.deliveries = riverjob.NewDeliveryWorker(riverjob.DeliveryStore{Load: b.loadDelivery, Record: b.recordDelivery})
 	client, err := riverjob.NewClient(riversqlite.New(db), b.worker, riverjob.ClientConfig{
-		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter, Logger: cfg.Logger,
+		Concurrency: cfg.Concurrency, RescueAfter: cfg.RescueAfter, Logger: cfg.Logger, Deliveries: b.deliveries,
 		FetchCooldown: riverFetchCooldown, FetchPollInterval: riverFetchPollInterval,
 	})
 	if err != nil {
@@ -318,7 +321,7 @@ func connect(ctx context.Context, db *sql.DB) error {
 // columns are read in this order by scanOperation.
 const columns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
 	attempt, request, response, failure_status, failure_title, failure_detail,
-	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at, targets`
 
 func scanOperation(row interface{ Scan(...any) error }) (*backend.Operation, error) {
 	var (
@@ -328,12 +331,16 @@ func scanOperation(row interface{ Scan(...any) error }) (*backend.Operation, err
 		timeoutUS, retentionUS      int64
 		createdAt, updatedAt        int64
 		expiresAt, collectedAt      sql.NullInt64
+		targets                     sql.NullString
 	)
 	err := row.Scan(&op.ID, &op.Owner, &op.IdempotencyKey, &op.Fingerprint, &op.Status,
 		&op.Progress.Percent, &op.Progress.Message, &op.Attempt, &op.Request, &op.Response,
 		&failureStatus, &failureTitle, &failureDetail, &timeoutUS, &retentionUS,
-		&createdAt, &updatedAt, &expiresAt, &collectedAt)
+		&createdAt, &updatedAt, &expiresAt, &collectedAt, &targets)
 	if err != nil {
+		return nil, err
+	}
+	if op.Targets, err = decodeTargets(targets); err != nil {
 		return nil, err
 	}
 	if failureStatus.Valid {
@@ -551,11 +558,16 @@ func (b *Backend) insert(ctx context.Context, tx *sql.Tx, ops []*backend.Operati
 		s.Response, s.Failure, s.ExpiresAt, s.CollectedAt = nil, nil, time.Time{}, time.Time{}
 		s.CreatedAt = fromMicros(micros(s.CreatedAt))
 		s.UpdatedAt = fromMicros(micros(cmp.Or(s.UpdatedAt, s.CreatedAt)))
+		s.Targets = slices.Clone(op.Targets)
+		targets, err := encodeTargets(s.Targets)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: create: %w", err)
+		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO asyncreply_operation (id, owner, idempotency_key, fingerprint, status,
-			request, timeout_us, retention_us, created_at, updated_at, job_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			request, timeout_us, retention_us, created_at, updated_at, job_id, targets)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			s.ID, s.Owner, s.IdempotencyKey, s.Fingerprint, string(s.Status), s.Request,
-			s.Timeout.Microseconds(), s.Retention.Microseconds(), micros(s.CreatedAt), micros(s.UpdatedAt), jobID)
+			s.Timeout.Microseconds(), s.Retention.Microseconds(), micros(s.CreatedAt), micros(s.UpdatedAt), jobID, targets)
 		if err != nil {
 			return nil, translate(fmt.Errorf("sqlite: create: %w", err))
 		}
@@ -668,16 +680,37 @@ func (b *Backend) Complete(ctx context.Context, id string, outcome backend.Outco
 		failureDetail = sql.NullString{String: f.Detail, Valid: true}
 	}
 	at := micros(outcome.At)
-	won, err := b.update(ctx, id, `status = ?, response = ?, failure_status = ?, failure_title = ?,
-		failure_detail = ?, request = NULL, updated_at = ?, expires_at = ? + retention_us`,
-		string(outcome.Status), outcome.Response, failureStatus, failureTitle, failureDetail, at, at)
+	db, release, err := b.database()
 	if err != nil {
 		return false, fmt.Errorf("sqlite: complete: %w", err)
 	}
-	if !won {
-		if err := b.whyUnchanged(ctx, id); !errors.Is(err, backend.ErrFinished) {
-			return false, err
+	defer release()
+	// One transaction with the deliveries it schedules: the outbox. It may
+	// share it with other transitions, and run again alone if that fails.
+	won := false
+	err = b.transition(ctx, db, func(ctx context.Context, tx *sql.Tx) error {
+		won = false
+		var targets sql.NullString
+		err := tx.QueryRowContext(ctx, `UPDATE asyncreply_operation SET status = ?, response = ?, failure_status = ?,
+			failure_title = ?, failure_detail = ?, request = NULL, updated_at = ?, expires_at = ? + retention_us
+			WHERE id = ? AND `+unfinished+` RETURNING targets`,
+			string(outcome.Status), outcome.Response, failureStatus, failureTitle, failureDetail, at, at, id).Scan(&targets)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil
+		case err != nil:
+			return translate(err)
 		}
+		won = true
+		return b.scheduleDeliveries(ctx, tx, id, outcome.Status, targets)
+	})
+	if err != nil {
+		return false, fmt.Errorf("sqlite: complete: %w", err)
+	}
+	if won {
+		b.watchers.Notify(id)
+	} else if err := whyUnchanged(ctx, db, id); !errors.Is(err, backend.ErrFinished) {
+		return false, err
 	}
 	return won, nil
 }
@@ -771,13 +804,17 @@ func (b *Backend) Cancel(ctx context.Context, id string, at time.Time) error {
 		case previous == backend.Canceled:
 			return errCanceledAlready
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE asyncreply_operation SET status = 'Canceled', request = NULL, response = NULL,
+		var targets sql.NullString
+		err = tx.QueryRowContext(ctx, `UPDATE asyncreply_operation SET status = 'Canceled', request = NULL, response = NULL,
 			failure_status = NULL, failure_title = NULL, failure_detail = NULL, updated_at = ?, expires_at = ? + retention_us
-			WHERE id = ?`, micros(at), micros(at), id)
+			WHERE id = ? RETURNING targets`, micros(at), micros(at), id).Scan(&targets)
 		if err != nil {
 			return translate(fmt.Errorf("sqlite: cancel: %w", err))
 		}
 		if !previous.Done() {
+			if err := b.scheduleDeliveries(ctx, tx, id, backend.Canceled, targets); err != nil {
+				return err
+			}
 			if _, err := b.river.JobCancelTx(ctx, tx, jobID); err != nil && !errors.Is(err, rivertype.ErrNotFound) {
 				return translate(fmt.Errorf("sqlite: cancel: canceling the job: %w", err))
 			}
@@ -833,18 +870,32 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 	if err := b.reschedule(ctx, db); err != nil {
 		return 0, err
 	}
-	orphaned, err := failOrphaned(ctx, db, now)
+	var orphaned []string
+	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		var err error
+		orphaned, err = b.failOrphaned(ctx, tx, now)
+		return err
+	})
 	if err != nil {
 		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
 	for _, id := range orphaned {
 		b.watchers.Notify(id)
 	}
-	result, err := db.ExecContext(ctx, "DELETE FROM asyncreply_operation WHERE expires_at <= ?", micros(now))
-	if err != nil {
-		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
-	}
-	n, err := result.RowsAffected()
+	var n int64
+	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM asyncreply_delivery WHERE operation_id IN (
+			SELECT id FROM asyncreply_operation WHERE expires_at <= ?)`, micros(now))
+		if err != nil {
+			return err
+		}
+		result, err := tx.ExecContext(ctx, "DELETE FROM asyncreply_operation WHERE expires_at <= ?", micros(now))
+		if err != nil {
+			return err
+		}
+		n, err = result.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, translate(fmt.Errorf("sqlite: sweep: %w", err))
 	}
@@ -855,7 +906,7 @@ func (b *Backend) Sweep(ctx context.Context, now time.Time) (int, error) {
 // which a listing does not load.
 const listedColumns = `id, owner, idempotency_key, fingerprint, status, progress_percent, progress_message,
 	attempt, NULL, NULL, failure_status, failure_title, failure_detail,
-	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at`
+	timeout_us, retention_us, created_at, updated_at, expires_at, collected_at, targets`
 
 // List implements backend.Lister, walking asyncreply_operation_owner_created
 // (or, for every owner, asyncreply_operation_created) from the page token.
@@ -1078,6 +1129,11 @@ func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
 			return translate(fmt.Errorf("sqlite: sweep: canceling a lost job: %w", err))
 		}
 	}
+	if n, err := b.rescheduleDeliveries(ctx, tx, string(dead), alive); err != nil {
+		return err
+	} else if n > 0 {
+		b.logger.Warn("asyncreply: sqlite: deliveries whose process died were given a new job", "deliveries", n)
+	}
 	// The records of dead processes go too; a live process whose record
 	// went for its silence writes it again at its next beat.
 	if _, err := tx.ExecContext(ctx, "DELETE FROM asyncreply_process WHERE seen_at <= ? OR id IN (SELECT value FROM json_each(?))",
@@ -1094,30 +1150,42 @@ func (b *Backend) reschedule(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-func failOrphaned(ctx context.Context, db *sql.DB, now time.Time) ([]string, error) {
-	rows, err := db.QueryContext(ctx, `UPDATE asyncreply_operation SET status = 'Failed', request = NULL,
+// failOrphaned fails, in tx, the operations whose job was discarded, and
+// schedules their deliveries.
+func (b *Backend) failOrphaned(ctx context.Context, tx *sql.Tx, now time.Time) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `UPDATE asyncreply_operation SET status = 'Failed', request = NULL,
 			failure_status = ?, failure_title = ?, failure_detail = ?,
 			updated_at = ?, expires_at = ? + retention_us
 		WHERE `+unfinished+` AND EXISTS (
 			SELECT 1 FROM river_job WHERE river_job.id = asyncreply_operation.job_id AND river_job.state = 'discarded'
 		)
-		RETURNING id`, riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail, micros(now), micros(now))
+		RETURNING id, targets`, riverjob.Abandoned.Status, riverjob.Abandoned.Title, riverjob.Abandoned.Detail, micros(now), micros(now))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var ids []string
+	var targets []sql.NullString
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		var t sql.NullString
+		if err := rows.Scan(&id, &t); err != nil {
 			return nil, err
 		}
-		ids = append(ids, id)
+		ids, targets = append(ids, id), append(targets, t)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	return ids, rows.Close()
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	for i, id := range ids {
+		if err := b.scheduleDeliveries(ctx, tx, id, backend.Failed, targets[i]); err != nil {
+			return nil, err
+		}
+	}
+	return ids, nil
 }
 
 // Watch implements backend.Backend. A watcher may be woken twice for a

@@ -151,6 +151,7 @@ type gatewayOptions struct {
 	heartbeat          time.Duration
 
 	telemetry *telemetry // from the OTEL_* variables; nil: no tracing
+	notify notifyOptions
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -228,6 +229,7 @@ response.
 	o.timeouts.addFlags(fs)
 	heartbeatFlag(fs, &o.heartbeat)
 	adminFlags(fs, o)
+	notifyFlags(fs, &o.notify)
 	fs.acceptConfigFile()
 	return fs, o
 }
@@ -269,6 +271,7 @@ func gatewayConfig(o *gatewayOptions, logger *slog.Logger) (gateway.Config, erro
 		ProgressURL:        o.progressURL,
 		TracerProvider:     o.telemetry.tracerProvider(),
 		Propagator:         o.telemetry.textMapPropagator(),
+		Notify:             o.notify.config(),
 	}
 	unopened := cfg
 	unopened.Backend = unopenedBackend{}
@@ -438,6 +441,7 @@ with a postgres:// backend.
 	fs.StringVar(&o.progressURL, "progress-url", "", "scheme and host at which --upstream reaches --progress-listen, when not the listener's own address (another machine, a proxy)")
 	o.timeouts.addFlags(fs)
 	adminFlags(fs, o)
+	notifyFlags(fs, &o.notify)
 	fs.acceptConfigFile()
 	return fs, o
 }

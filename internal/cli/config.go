@@ -165,7 +165,8 @@ func (l *routeList) Set(pattern string) error {
 	return nil
 }
 
-// setMapping adds a route given as {pattern, wait, timeout, retention}.
+// setMapping adds a route given as {pattern, wait, timeout, retention,
+// notify}.
 func (l *routeList) setMapping(n *yaml.Node) error {
 	var r gateway.Route
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -178,6 +179,9 @@ func (l *routeList) setMapping(n *yaml.Node) error {
 		case "pattern":
 			r.Pattern = value.Value
 			continue
+		case "notify":
+			r.Notify = value.Value
+			continue
 		case "wait":
 			d = &r.Wait
 		case "timeout":
@@ -185,7 +189,7 @@ func (l *routeList) setMapping(n *yaml.Node) error {
 		case "retention":
 			d = &r.Retention
 		default:
-			return fmt.Errorf("unknown route setting %q; a route has pattern, wait, timeout and retention", key.Value)
+			return fmt.Errorf("unknown route setting %q; a route has pattern, wait, timeout, retention and notify", key.Value)
 		}
 		parsed, err := time.ParseDuration(value.Value)
 		if err != nil {

@@ -121,7 +121,7 @@ func TestBadConfigFile(t *testing.T) {
 		{"unknown setting", "upstream: http://127.0.0.1:3000\nupstreem: x\n", []string{":2:", "upstreem", "unknown setting"}},
 		{"bad duration", "upstream: http://127.0.0.1:3000\nwait: soon\n", []string{":2:", "wait", "soon"}},
 		{"list for a single value", "upstream: [a, b]\n", []string{":1:", "upstream", "one value"}},
-		{"unknown route setting", "async:\n  - pattern: GET /x\n    timout: 1s\n", []string{"async", `"timout"`, "pattern, wait, timeout and retention"}},
+		{"unknown route setting", "async:\n  - pattern: GET /x\n    timout: 1s\n", []string{"async", `"timout"`, "pattern, wait, timeout, retention and notify"}},
 		{"route without pattern", "async:\n  - timeout: 1s\n", []string{"async", "needs a pattern"}},
 		{"route duration", "async:\n  - pattern: GET /x\n    retention: a week\n", []string{"retention", `"a week"`}},
 		{"not a mapping", "- upstream\n", []string{":1:", "mapping"}},

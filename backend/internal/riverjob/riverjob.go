@@ -161,6 +161,10 @@ type ClientConfig struct {
 	// new jobs, and the longest without one. Zero keeps River's defaults
 	// (100 ms and 1 s).
 	FetchCooldown, FetchPollInterval time.Duration
+
+	// Deliveries, when set, is registered to make deliveries, in
+	// DeliveryQueue once AddDeliveryQueue adds it.
+	Deliveries *DeliveryWorker
 }
 
 // NewClient returns a River client on driver that runs operations with w.
@@ -169,9 +173,15 @@ func NewClient[TTx any](driver riverdriver.Driver[TTx], w *Worker, cfg ClientCon
 	if err := river.AddWorkerSafely(workers, w); err != nil {
 		return nil, err
 	}
+	queues := map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Concurrency}}
+	if cfg.Deliveries != nil {
+		if err := river.AddWorkerSafely(workers, cfg.Deliveries); err != nil {
+			return nil, err
+		}
+	}
 	w.logger = cmp.Or(cfg.Logger, slog.Default())
 	client, err := river.NewClient(driver, &river.Config{
-		Queues:               map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.Concurrency}},
+		Queues:               queues,
 		Workers:              workers,
 		ID:                   w.liveness.ID, // names this process in the jobs it takes
 		Schema:               cfg.Schema,
