@@ -75,10 +75,26 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// startProcess starts path with args (listen, given the address, names the
-// flag it listens on) and extra environment variables, and waits until
-// GET of health answers 200. The caller stops the process.
+// startProcess starts path with args, followed by the flag listen and a
+// free loopback address, and extra environment variables, and waits until
+// GET of health answers 200. Another program may take the address between
+// freeAddr's answer and the process's listening: the process then exits,
+// and is started again on another. The caller stops the process.
 func startProcess(ctx context.Context, name, path string, env []string, health string, listen string, args ...string) (*process, error) {
+	for attempt := 1; ; attempt++ {
+		p, err := startOnce(ctx, name, path, env, health, listen, args...)
+		if err == nil {
+			return p, nil
+		}
+		if p == nil || attempt == 3 || !strings.Contains(p.output.String(), "address already in use") {
+			return nil, err
+		}
+	}
+}
+
+// startOnce is one attempt of startProcess; the process it returns with an
+// error, if any, has exited.
+func startOnce(ctx context.Context, name, path string, env []string, health string, listen string, args ...string) (*process, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -88,7 +104,7 @@ func startProcess(ctx context.Context, name, path string, env []string, health s
 	p := &process{name: name, url: "http://" + addr, cmd: cmd, output: &tail{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.output, p.output
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return p, fmt.Errorf("%s: %w", name, err)
 	}
 	go func() {
 		p.err = cmd.Wait()
@@ -96,7 +112,7 @@ func startProcess(ctx context.Context, name, path string, env []string, health s
 	}()
 	if err := p.waitReady(ctx, p.url+health); err != nil {
 		p.stop()
-		return nil, err
+		return p, err
 	}
 	return p, nil
 }

@@ -7,7 +7,7 @@
 //	baseline -role upstream -listen ADDR                 the application: GET and POST /fast, GET /slow/{id}
 //	baseline -role proxy -listen ADDR -upstream URL      httputil.ReverseProxy alone, tuned as the gateway's
 //	baseline -role plain -listen ADDR -answer FILE       writes one recorded answer (JSON), whatever the request
-//	baseline -role river -listen ADDR -postgres URL -schema S   River by hand, executing
+//	baseline -role river -listen ADDR -postgres URL -schema S   River by hand (-execute=false: accept only)
 //
 // Every role answers GET /healthz with 200, for the harness to wait on;
 // upstream and river also answer GET /executed with the operations they
@@ -58,6 +58,7 @@ func run(ctx context.Context, args []string) error {
 		answer   = flags.String("answer", "", "plain: a JSON `file` holding the answer to write (Status, Header, Body)")
 		postgres = flags.String("postgres", "", "river: the PostgreSQL `URL`")
 		schema   = flags.String("schema", "", "river: the `schema` to create its tables in")
+		execute  = flags.Bool("execute", true, "river: run workers executing what is accepted; false: accept only, as beside separate workers")
 	)
 	if err := flags.Parse(args); err != nil {
 		return err
@@ -75,7 +76,7 @@ func run(ctx context.Context, args []string) error {
 	case "plain":
 		h, err = plainAnswer(*answer)
 	case "river":
-		h, cleanUp, err = riverByHand(ctx, *postgres, *schema)
+		h, cleanUp, err = riverByHand(ctx, *postgres, *schema, *execute)
 	default:
 		err = fmt.Errorf("-role %q: want upstream, proxy, plain or river", *role)
 	}
@@ -175,9 +176,9 @@ func plainAnswer(path string) (http.Handler, error) {
 	return answer.Plain(), nil
 }
 
-// riverByHand serves River by hand, executing, in schema; GET /executed
-// counts the results its workers stored.
-func riverByHand(ctx context.Context, rawURL, schema string) (http.Handler, func(), error) {
+// riverByHand serves River by hand in schema, executing or not; GET
+// /executed counts the results its workers stored.
+func riverByHand(ctx context.Context, rawURL, schema string, execute bool) (http.Handler, func(), error) {
 	if rawURL == "" || schema == "" {
 		return nil, nil, errors.New("-role river needs -postgres and -schema")
 	}
@@ -185,7 +186,7 @@ func riverByHand(ctx context.Context, rawURL, schema string) (http.Handler, func
 	if err != nil {
 		return nil, nil, err
 	}
-	h, err := benchutil.NewRiverByHand(ctx, pool, schema, true)
+	h, err := benchutil.NewRiverByHand(ctx, pool, schema, execute)
 	if err != nil {
 		pool.Close()
 		return nil, nil, err
