@@ -164,8 +164,11 @@ gateway (memory backend, no bound on what waits), answers 202 and a
 monitor URL; each operation is replayed to the upstream process, %d at
 once, and a round lasts until all are, so that its throughput includes
 the whole cost of each operation. "plain" is a process writing the same
-202 (the headers and body captured from the gateway's own answer). At
-the gateway's default --concurrency, %d, replays fall behind accepts.`,
+202 (the headers and body captured from the gateway's own answer). Each
+replay is a request the gateway forwards to the upstream, as it does a
+pass-through: the whole cost of an operation is an accept and a
+pass-through, where plain writes its 202 from memory. At the gateway's
+default --concurrency, %d, replays fall further behind accepts.`,
 	}
 	s.intro = fmt.Sprintf(s.intro, executeConcurrency, gateway.DefaultConcurrency)
 	var ps processes
