@@ -55,8 +55,9 @@ func (o *outEnv) plain(ctx context.Context, ps *processes, answer benchutil.Reco
 	return ps.start(ctx, "plain", o.bin.baseline, nil, "/healthz", "-listen", "-role", "plain", "-answer", f.Name())
 }
 
-// executedAt returns a target's executed: GET of rawURL, a count.
-func (o *outEnv) executedAt(rawURL string) func(context.Context) (int64, error) {
+// countAt returns a count a server process serves at rawURL: a target's
+// executed, or the upstream's deferrable.
+func (o *outEnv) countAt(rawURL string) func(context.Context) (int64, error) {
 	return func(ctx context.Context) (int64, error) {
 		_, body, err := get(ctx, o.http, rawURL, http.StatusOK)
 		if err != nil {
@@ -117,6 +118,7 @@ the POST carries a %d-byte JSON body.`, len(passThroughBody)),
 		return s, err
 	}
 	tbl := outTable()
+	gatewayRequests := 0 // counted by wrk
 	post := wrkRequest{method: http.MethodPost, body: passThroughBody, header: map[string]string{"Content-Type": "application/json"}}
 	for _, c := range []struct {
 		what string
@@ -130,8 +132,18 @@ the POST carries a %d-byte JSON body.`, len(passThroughBody)),
 		if err != nil {
 			return s, err
 		}
+		gatewayRequests += compared.subject.requests()
 		o.addRows(tbl, compared)
 		s.goals = append(s.goals, outGoal("gateway pass-through, "+c.what+", vs tuned ReverseProxy, out of process (throughput)", "≥ 0.95×", 0.95, compared))
+	}
+	// What was measured is the pass-through with the deferral handshake
+	// on: the upstream saw the gateway's requests marked deferrable.
+	deferrable, err := o.countAt(up.url + "/deferrable")(ctx)
+	if err != nil {
+		return s, err
+	}
+	if deferrable < int64(gatewayRequests) {
+		return s, fmt.Errorf("the upstream saw %d requests marked %s of the gateway's %d: the deferral handshake was off", deferrable, gateway.DeferrableHeader, gatewayRequests)
 	}
 	s.tables = append(s.tables, tbl)
 	return s, ps.stop()
@@ -190,7 +202,7 @@ default --concurrency, %d, replays fall further behind accepts.`,
 		return s, err
 	}
 	compared, err := o.compareOut(ctx,
-		outTarget{name: "gateway, accept", req: acceptRequest(gw.url), executed: o.executedAt(up.url + "/executed"), procs: []*process{gw, up}},
+		outTarget{name: "gateway, accept", req: acceptRequest(gw.url), executed: o.countAt(up.url + "/executed"), procs: []*process{gw, up}},
 		&outTarget{name: "plain", req: acceptRequest(plain.url), procs: []*process{plain}})
 	if err != nil {
 		return s, err
@@ -226,7 +238,7 @@ with no worker: the accept path alone. At the gateway's default
 		return s, err
 	}
 	tbl := outTable()
-	executed := o.executedAt(up.url + "/executed")
+	executed := o.countAt(up.url + "/executed")
 
 	sqliteGW, err := o.gateway(ctx, &ps, "gateway, SQLite", up, "sqlite://"+filepath.ToSlash(filepath.Join(o.dir, "outproc.db")), acceptArgs...)
 	if err != nil {
@@ -278,8 +290,8 @@ func outPostgres(ctx context.Context, o *outEnv, ps *processes, s *section, tbl 
 		subject := outTarget{name: "gateway, " + name, req: acceptRequest(gw.url), procs: []*process{gw, up}}
 		baseline := outTarget{name: "River by hand", req: acceptRequest(river.url), procs: []*process{river}}
 		if executing {
-			subject.executed = o.executedAt(up.url + "/executed")
-			baseline.executed = o.executedAt(river.url + "/executed")
+			subject.executed = o.countAt(up.url + "/executed")
+			baseline.executed = o.countAt(river.url + "/executed")
 		} else {
 			baseline.name += ", accept only"
 		}

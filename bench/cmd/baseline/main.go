@@ -12,7 +12,9 @@
 // Every role answers GET /healthz with 200, for the harness to wait on;
 // upstream and river also answer GET /executed with the operations they
 // executed so far, for the harness to wait until every accepted operation
-// is. The process serves until SIGTERM or SIGINT.
+// is, and upstream GET /deferrable with the requests to /fast that came
+// marked deferrable (Asyncreply-Deferrable), for the harness to check that
+// the gateway's pass-through kept their bodies for the handshake. The process serves until SIGTERM or SIGINT.
 package main
 
 import (
@@ -109,9 +111,12 @@ func run(ctx context.Context, args []string) error {
 // route answers at once with a short body, so that what is measured is
 // what stands in front of it.
 func upstreamApp() http.Handler {
-	var executed atomic.Int64
+	var executed, deferrable atomic.Int64
 	mux := http.NewServeMux()
 	fast := func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(gateway.DeferrableHeader) == "1" {
+			deferrable.Add(1)
+		}
 		// A body is read whole, as an application would: the gateway keeps
 		// a copy of it while it streams, for the deferral handshake.
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {
@@ -130,6 +135,11 @@ func upstreamApp() http.Handler {
 	})
 	mux.HandleFunc("GET /executed", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, strconv.FormatInt(executed.Load(), 10))
+	})
+	// The requests to /fast the gateway marked deferrable: those whose body
+	// it kept for the deferral handshake.
+	mux.HandleFunc("GET /deferrable", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strconv.FormatInt(deferrable.Load(), 10))
 	})
 	return mux
 }
