@@ -74,12 +74,12 @@ func TestSmokeOutOfProcess(t *testing.T) {
 }
 
 // Each mode replaces its own part of the results file and keeps the
-// other's: the out-of-process part goes after the in-process one the first
-// time, and in its own place after that.
+// other's and the hand-written sections: the out-of-process part goes
+// before the Go benchmarks the first time, and in its own place after that.
 func TestWriteOutResults(t *testing.T) {
 	path := t.TempDir() + "/RESULTS.md"
 	inprocess := beginMarker + "\nin-process tables\n" + endMarker + "\n"
-	if err := os.WriteFile(path, []byte("# Results\n\n"+inprocess+"\n### Run to run\n"), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte("# Results\n\n"+inprocess+"\n### Run to run\n\n## Go benchmarks\n\ntheirs\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, part := range []string{"first", "second"} {
@@ -94,8 +94,8 @@ func TestWriteOutResults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "# Results\n\n" + beginMarker + "\nnew in-process tables\n" + endMarker + "\n\n" +
-		outBeginMarker + "\nsecond out-of-process tables\n" + outEndMarker + "\n\n### Run to run\n"
+	want := "# Results\n\n" + beginMarker + "\nnew in-process tables\n" + endMarker + "\n\n### Run to run\n\n" +
+		outBeginMarker + "\nsecond out-of-process tables\n" + outEndMarker + "\n\n## Go benchmarks\n\ntheirs\n"
 	if string(got) != want {
 		t.Errorf("the results file:\n%s\nwant:\n%s", got, want)
 	}

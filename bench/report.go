@@ -248,9 +248,9 @@ func writeResults(path string, generated []byte) error {
 
 // writePart puts part, which begins with begin and ends with end, in place
 // of the part so delimited in the file at path, keeping the rest. A file
-// without one gets it after the line after, when the file has that line,
+// without one gets it before the line before, when the file has that line,
 // or at its end; a missing file is created.
-func writePart(path string, part []byte, begin, end, after string) error {
+func writePart(path string, part []byte, begin, end, before string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err
@@ -258,9 +258,9 @@ func writePart(path string, part []byte, begin, end, after string) error {
 	var out []byte
 	from, to := bytes.Index(old, []byte(begin)), bytes.Index(old, []byte(end))
 	at := -1
-	if after != "" {
-		if i := bytes.Index(old, []byte(after+"\n")); i >= 0 {
-			at = i + len(after) + 1
+	if before != "" {
+		if i := bytes.Index(old, []byte("\n"+before+"\n")); i >= 0 {
+			at = i + 1
 		}
 	}
 	switch {
@@ -270,7 +270,7 @@ func writePart(path string, part []byte, begin, end, after string) error {
 	case len(old) == 0:
 		out = append([]byte("# Benchmark results\n\n"), part...)
 	case at >= 0:
-		out = append(append(append(append(out, old[:at]...), '\n'), part...), old[at:]...)
+		out = append(append(append(append(out, old[:at]...), part...), '\n'), old[at:]...)
 	default:
 		out = append(append(old, '\n'), part...)
 	}
