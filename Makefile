@@ -5,7 +5,7 @@
 # version everywhere.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: ci deps lint test js rails bench
+.PHONY: ci deps lint test js rails bench bench-outproc
 
 # js before test: its npm ci installs the Express that the end-to-end
 # tests' Express application (e2e/testdata/express) loads.
@@ -14,8 +14,9 @@ ci: lint js test rails
 # The test suites' own dependencies from Debian: Rails and Puma for the
 # end-to-end tests (e2e/) and the Rails gem (clients/rails, whose progress
 # tests serve with WEBrick), Chromium for the browser tests (clients/js).
+# wrk for the load harness's out-of-process smoke test (bench/).
 # Installed only when missing.
-DEBIAN_DEPS := ruby-rails puma ruby-webrick chromium
+DEBIAN_DEPS := ruby-rails puma ruby-webrick chromium wrk
 deps:
 	@dpkg -s $(DEBIAN_DEPS) >/dev/null 2>&1 || { \
 		apt-get update && \
@@ -43,3 +44,8 @@ rails:
 # The load harness: every scenario beside its baseline; writes bench/RESULTS.md.
 bench:
 	go run ./bench
+
+# The same out of process: the built binary and every baseline in processes
+# of their own, loaded by wrk; writes its own part of bench/RESULTS.md.
+bench-outproc:
+	go run ./bench -mode outproc

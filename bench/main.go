@@ -5,6 +5,14 @@
 //	go run ./bench                                      # every scenario; writes bench/RESULTS.md
 //	go run ./bench -scenarios accept,poll -out some.md  # some of them
 //	go run ./bench -smoke                               # all of them, tiny, into a temporary file
+//	go run ./bench -mode outproc                        # every server a process of its own, loaded by wrk
+//	go run ./bench -mode outproc -smoke                 # the same, tiny
+//
+// The out-of-process mode (outproc.go) builds cmd/asyncreply and
+// bench/cmd/baseline, starts the gateway and each baseline as processes of
+// their own and drives them with wrk, installing Debian's wrk when it is
+// missing. It writes a part of the results file of its own, beside the
+// in-process one.
 //
 // The results file's generated part is replaced as a whole, so a run of
 // some scenarios writes only those: give it a file of its own with -out.
@@ -64,11 +72,12 @@ func mainErr(args []string) error {
 	flags := flag.NewFlagSet("bench", flag.ContinueOnError)
 	full := fullOptions()
 	var (
+		mode      = flags.String("mode", "inprocess", "inprocess: servers and load in this process; outproc: every server a process of its own, loaded by wrk")
 		smoke     = flags.Bool("smoke", false, "run every scenario tiny, to check the harness, and write to a temporary file unless -out is given")
 		out       = flags.String("out", "bench/RESULTS.md", "the results file; its generated part is replaced, the rest kept")
-		names     = flags.String("scenarios", strings.Join(scenarioNames(), ","), "the scenarios to run, comma-separated")
-		duration  = flags.Duration("duration", full.duration, "how long each target is measured")
-		rounds    = flags.Int("rounds", full.rounds, "turns a subject and its baseline take, alternating, within -duration")
+		names     = flags.String("scenarios", strings.Join(scenarioNames(), ","), "the scenarios to run, comma-separated (outproc: "+strings.Join(outScenarioNames(), ",")+")")
+		duration  = flags.Duration("duration", full.duration, "how long each target is measured (outproc: each wrk run, in whole seconds; defaults to 5s)")
+		rounds    = flags.Int("rounds", full.rounds, "turns a subject and its baseline take, alternating, within -duration (outproc: each -duration long; defaults to 5)")
 		clients   = flags.Int("clients", full.clients, "clients of a closed loop")
 		postgres  = flags.String("postgres", testdb.URL(), "PostgreSQL URL; empty leaves PostgreSQL out")
 		capacity  = flags.Int("capacity", full.capacity, "slow operations in flight at once")
@@ -80,6 +89,13 @@ func mainErr(args []string) error {
 	}
 	set := map[string]bool{}
 	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if *mode == "outproc" {
+		return mainOutproc(args, set, *smoke, *out, *names, *duration, *rounds, *postgres)
+	}
+	if *mode != "inprocess" {
+		return fmt.Errorf("-mode %q: want inprocess or outproc", *mode)
+	}
 
 	opts := full
 	if *smoke {
@@ -125,6 +141,47 @@ func mainErr(args []string) error {
 		return err
 	}
 	if err := writeResults(path, generated); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s in %v\n", path, time.Since(started).Round(time.Second))
+	return nil
+}
+
+// mainOutproc is main in the out-of-process mode; set holds the flags
+// given, which override its sizes.
+func mainOutproc(args []string, set map[string]bool, smoke bool, out, names string, duration time.Duration, rounds int, postgres string) error {
+	opts := outprocFull()
+	if smoke {
+		opts = outprocSmoke()
+	}
+	if set["duration"] {
+		opts.duration = duration
+	}
+	if set["rounds"] {
+		opts.rounds = rounds
+	}
+	opts.postgres = postgres
+	scenarios := outScenarioNames()
+	if set["scenarios"] {
+		scenarios = strings.Split(names, ",")
+	}
+	path := out
+	if smoke && !set["out"] {
+		f, err := os.CreateTemp("", "asyncreply-bench-*.md")
+		if err != nil {
+			return err
+		}
+		f.Close()
+		path = f.Name()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	started := time.Now()
+	_, generated, err := runOutproc(ctx, opts, scenarios, "go run ./bench "+strings.Join(args, " "), os.Stderr)
+	if err != nil {
+		return err
+	}
+	if err := writeOutResults(path, generated); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "bench: wrote %s in %v\n", path, time.Since(started).Round(time.Second))

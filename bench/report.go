@@ -47,6 +47,8 @@ type table struct {
 	header []string
 	rows   [][]string
 	runs   []measured // the load runs of the rows added by add
+	// outRuns are the wrk runs of the rows of an out-of-process table.
+	outRuns []outRun
 }
 
 // add appends a load run as a row of a table with compare's header.
@@ -204,6 +206,13 @@ queued behind it. "Allocated per request" is the whole process's
 allocation (server and client) divided by the requests.
 
 `, turns)
+	writeSections(&b, sections)
+	b.WriteString(endMarker + "\n")
+	return b.Bytes()
+}
+
+// writeSections writes the goals of every section, then each section.
+func writeSections(b *bytes.Buffer, sections []section) {
 	var goals []goal
 	for _, s := range sections {
 		goals = append(goals, s.goals...)
@@ -215,41 +224,55 @@ allocation (server and client) divided by the requests.
 			if g.met {
 				met = "yes"
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", g.what, g.target, g.measured, met)
+			fmt.Fprintf(b, "| %s | %s | %s | %s |\n", g.what, g.target, g.measured, met)
 		}
 		b.WriteString("\n")
 	}
 	for _, s := range sections {
-		fmt.Fprintf(&b, "### %s\n\n%s\n\n", s.title, s.intro)
+		fmt.Fprintf(b, "### %s\n\n%s\n\n", s.title, s.intro)
 		for _, t := range s.tables {
-			t.markdown(&b)
+			t.markdown(b)
 		}
 		for _, n := range s.notes {
-			fmt.Fprintf(&b, "%s\n\n", n)
+			fmt.Fprintf(b, "%s\n\n", n)
 		}
 	}
-	b.WriteString(endMarker + "\n")
-	return b.Bytes()
 }
 
 // writeResults puts generated in place of the generated part of the file
 // at path, keeping the rest; a file without one gets it at its end, and a
 // missing file is created.
 func writeResults(path string, generated []byte) error {
+	return writePart(path, generated, beginMarker, endMarker, "")
+}
+
+// writePart puts part, which begins with begin and ends with end, in place
+// of the part so delimited in the file at path, keeping the rest. A file
+// without one gets it before the line before, when the file has that line,
+// or at its end; a missing file is created.
+func writePart(path string, part []byte, begin, end, before string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
 	var out []byte
-	begin, end := bytes.Index(old, []byte(beginMarker)), bytes.Index(old, []byte(endMarker))
+	from, to := bytes.Index(old, []byte(begin)), bytes.Index(old, []byte(end))
+	at := -1
+	if before != "" {
+		if i := bytes.Index(old, []byte("\n"+before+"\n")); i >= 0 {
+			at = i + 1
+		}
+	}
 	switch {
-	case begin >= 0 && end > begin:
-		rest := bytes.TrimPrefix(old[end+len(endMarker):], []byte("\n"))
-		out = append(append(append(out, old[:begin]...), generated...), rest...)
+	case from >= 0 && to > from:
+		rest := bytes.TrimPrefix(old[to+len(end):], []byte("\n"))
+		out = append(append(append(out, old[:from]...), part...), rest...)
 	case len(old) == 0:
-		out = append([]byte("# Benchmark results\n\n"), generated...)
+		out = append([]byte("# Benchmark results\n\n"), part...)
+	case at >= 0:
+		out = append(append(append(append(out, old[:at]...), part...), '\n'), old[at:]...)
 	default:
-		out = append(append(old, '\n'), generated...)
+		out = append(append(old, '\n'), part...)
 	}
 	return os.WriteFile(path, out, 0o644)
 }
