@@ -151,7 +151,7 @@ type gatewayOptions struct {
 	heartbeat          time.Duration
 
 	telemetry *telemetry // from the OTEL_* variables; nil: no tracing
-	notify notifyOptions
+	notify    notifyOptions
 }
 
 func parseGateway(args []string, getenv func(string) string, help io.Writer) (*gatewayOptions, error) {
@@ -302,8 +302,14 @@ func newGateway(ctx context.Context, o *gatewayOptions, logger *slog.Logger) (*g
 		return nil, fmt.Errorf("--backend: %w", err)
 	}
 	cfg.Backend = be
+	if err := o.notify.openPublishers(ctx); err != nil {
+		be.Stop(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	cfg.Notify.Publish = o.notify.publishers
 	gw, err := gateway.New(cfg)
 	if err != nil {
+		o.notify.closePublishers()
 		be.Stop(context.WithoutCancel(ctx))
 		return nil, flagError(err)
 	}
@@ -354,6 +360,7 @@ func runGateway(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 		}
 		return usageFailure(stderr, "gateway", err)
 	}
+	defer o.notify.closePublishers()              // once the gateway has shut down
 	stopAdmin := serveAdmin(admin, gw, o, logger) // after the others: scrapes see the drain
 	defer stopAdmin()
 	checkCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -489,6 +496,7 @@ func runWorker(ctx context.Context, o *gatewayOptions, stderr io.Writer) int {
 		}
 		return usageFailure(stderr, "worker", err)
 	}
+	defer o.notify.closePublishers()              // once the gateway has shut down
 	stopAdmin := serveAdmin(admin, gw, o, logger) // after the others: scrapes see the drain
 	defer stopAdmin()
 	gw.Handler() // starts executing

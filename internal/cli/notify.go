@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/asyncreply/asyncreply"
+	"github.com/asyncreply/asyncreply/notify/broker"
 )
 
 // notifyOptions are the flags of deliveries without polling, the
@@ -17,10 +21,11 @@ type notifyOptions struct {
 	notifyURL     string
 	giveUpAfter   time.Duration
 	retryDelay    time.Duration
-	// publishers are the process-wide brokers every transition is
-	// published to, opened by the caller before the gateway is created
-	// (their names must be the same in every process and across restarts).
+	// publish are the --publish URLs, and publishers the brokers they
+	// name, opened by openPublishers before the gateway is created.
+	publish    stringList
 	publishers []asyncreply.NamedSender
+	opened     []broker.Publisher
 }
 
 func notifyFlags(fs *command, o *notifyOptions) {
@@ -29,6 +34,7 @@ func notifyFlags(fs *command, o *notifyOptions) {
 	fs.Var(&o.allowNetworks, "webhook-allow-network", "`CIDR` webhooks may reach although private, loopback or link-local (refused by default, checked on the address dialed); repeatable")
 	fs.StringVar(&o.notifyURL, "notify", "", "webhook `URL` called when each operation of a route without a notify of its own finishes (a route's notify: in the config file); never shown to clients")
 	fs.DurationVar(&o.giveUpAfter, "webhook-give-up", 0, "how long after an operation finished its deliveries are retried (backoff from 5s doubling to 1h), then given up; 0: 24h")
+	fs.Var(&o.publish, "publish", "broker `URL` every operation's terminal transition is published to, as a CloudEvent: nats://HOST:4222/SUBJECT (JetStream) or amqp://USER:PASSWORD@HOST:5672/EXCHANGE (RabbitMQ; ?vhost=, ?routing_key=); repeatable; give every process sharing the backend the same ones")
 	fs.DurationVar(&o.retryDelay, "webhook-retry", 0, "wait after a delivery's first failed attempt, doubling after each further one up to 1h; 0: 5s")
 }
 
@@ -45,7 +51,45 @@ func (o *notifyOptions) config() asyncreply.NotifyConfig {
 	}
 }
 
+// openPublishers connects to the --publish brokers, failing at start on one
+// that is unreachable or has nowhere to keep the events. Each is named by
+// its URL without credentials: the name is stored with every operation, so
+// it stays the same across restarts and in every process.
+func (o *notifyOptions) openPublishers(ctx context.Context) error {
+	for _, raw := range o.publish.values {
+		p, err := broker.Open(ctx, raw)
+		if err != nil {
+			o.closePublishers()
+			return fmt.Errorf("--publish: %w", err)
+		}
+		o.opened = append(o.opened, p)
+		o.publishers = append(o.publishers, asyncreply.NamedSender{Name: publisherName(raw), Sender: p})
+	}
+	return nil
+}
+
+// closePublishers closes what openPublishers opened, once the gateway has
+// shut down and publishes no more.
+func (o *notifyOptions) closePublishers() {
+	for _, p := range o.opened {
+		p.Close()
+	}
+	o.opened, o.publishers = nil, nil
+}
+
+// publisherName is a --publish URL without its credentials. broker.Open
+// has parsed it already.
+func publisherName(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.User = nil
+	return u.String()
+}
+
 func init() {
+	flagOf["Notify.Publish"] = "--publish"
 	flagOf["Notify.Secrets"] = "--webhook-secret"
 	flagOf["Notify.CallbackHosts"] = "--callback-allow"
 	flagOf["Notify.AllowNetworks"] = "--webhook-allow-network"

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/base64"
 	"io"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -87,4 +88,34 @@ func TestBadWebhookConfigurationNamesTheFlag(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestPublishFlag(t *testing.T) {
+	t.Parallel()
+	t.Run("names carry no credentials", func(t *testing.T) {
+		t.Parallel()
+		for raw, want := range map[string]string{
+			"amqp://guest:secret@127.0.0.1:5672/events?routing_key=done": "amqp://127.0.0.1:5672/events?routing_key=done",
+			"nats://token@127.0.0.1:4222/ops.done":                       "nats://127.0.0.1:4222/ops.done",
+		} {
+			if got := publisherName(raw); got != want {
+				t.Errorf("publisherName(%q) = %q, want %q", raw, got, want)
+			}
+		}
+	})
+	t.Run("an unreachable broker fails at start, without its password", func(t *testing.T) {
+		t.Parallel()
+		o, err := parseGateway([]string{"--upstream", "http://127.0.0.1:3000", "--backend", "memory:",
+			"--publish", "amqp://guest:hunter2@127.0.0.1:1/events"}, env(nil), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = newGateway(t.Context(), o, slog.New(slog.DiscardHandler))
+		if err == nil || !strings.HasPrefix(err.Error(), "--publish: ") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("newGateway with an unreachable broker = %v, want a --publish error without the password", err)
+		}
+		if len(o.notify.opened) != 0 {
+			t.Errorf("%d publishers left open after the failure", len(o.notify.opened))
+		}
+	})
 }
