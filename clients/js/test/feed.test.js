@@ -126,7 +126,7 @@ test('without credentials the feed is refused, and watching stops', async () => 
 
 test('in a browser, the feed comes over a WebSocket', { skip: noBrowser }, async () => {
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
   try {
     const page = await browser.newPage();
     await page.goto(`${server.url}/`);
