@@ -146,17 +146,8 @@ func (m *Middleware) serveAdminList(w http.ResponseWriter, r *http.Request) {
 	}
 	now := m.cfg.now()
 	q.AnyOwner, q.Now = true, now
-	ctx, cancel := storeContext(r.Context())
-	defer cancel()
-	page, err := m.lister.List(ctx, q)
-	switch {
-	case errors.Is(err, backend.ErrBadPageToken):
-		writeProblem(w, http.StatusBadRequest, "Bad page token",
-			"The pageToken is not one this list returned for the same query. Start again without it.")
-		return
-	case err != nil:
-		m.cfg.Logger.Error("asyncreply: listing operations for the dashboard failed", "error", err)
-		writeUnavailable(w, m.retryAfter)
+	page, ok := m.listOrAnswer(w, r, q)
+	if !ok {
 		return
 	}
 	list := struct {

@@ -47,17 +47,8 @@ func (m *Middleware) serveList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q.Owner, q.Now = owner, m.cfg.now()
-	ctx, cancel := storeContext(r.Context())
-	defer cancel()
-	page, err := m.lister.List(ctx, q)
-	switch {
-	case errors.Is(err, backend.ErrBadPageToken):
-		writeProblem(w, http.StatusBadRequest, "Bad page token",
-			"The pageToken is not one this list returned for the same query. Start again without it.")
-		return
-	case err != nil:
-		m.cfg.Logger.Error("asyncreply: listing operations failed", "error", err)
-		writeUnavailable(w, m.retryAfter)
+	page, ok := m.listOrAnswer(w, r, q)
+	if !ok {
 		return
 	}
 	if prefersHTML(r) {
@@ -79,6 +70,26 @@ func (m *Middleware) serveList(w http.ResponseWriter, r *http.Request) {
 	body = append(body, '}')
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	writeJSON(w, r, http.StatusOK, body)
+}
+
+// listOrAnswer returns the page q selects, or answers the request itself
+// when there is none: 400 for a page token of another query, 503 when the
+// store cannot be read.
+func (m *Middleware) listOrAnswer(w http.ResponseWriter, r *http.Request, q backend.ListQuery) (backend.ListPage, bool) {
+	ctx, cancel := storeContext(r.Context())
+	defer cancel()
+	page, err := m.lister.List(ctx, q)
+	switch {
+	case errors.Is(err, backend.ErrBadPageToken):
+		writeProblem(w, http.StatusBadRequest, "Bad page token",
+			"The pageToken is not one this list returned for the same query. Start again without it.")
+		return page, false
+	case err != nil:
+		m.cfg.Logger.Error("asyncreply: listing operations failed", "any_owner", q.AnyOwner, "error", err)
+		writeUnavailable(w, m.retryAfter)
+		return page, false
+	}
+	return page, true
 }
 
 // listQuery reads a list request's query parameters; the error says what

@@ -4,17 +4,16 @@
 // browser.test.js).
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { FeedError, watchOperations } from '../src/index.js';
+import { launchChromium, skipWithoutChromium } from './chromium.js';
 import { startServer } from './server.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
-const noBrowser = !existsSync(chromiumPath) && !process.env.CI && `no Chromium at ${chromiumPath}`;
+const noBrowser = skipWithoutChromium('the feed in a browser');
 
 let server;
 before(async () => {
@@ -125,8 +124,7 @@ test('without credentials the feed is refused, and watching stops', async () => 
 });
 
 test('in a browser, the feed comes over a WebSocket', { skip: noBrowser }, async () => {
-  const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     await page.goto(`${server.url}/`);

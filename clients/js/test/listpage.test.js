@@ -7,17 +7,12 @@
 // skipped, except in CI, where they fail.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 
+import { launchChromium, skipWithoutChromium } from './chromium.js';
 import { startServer } from './server.js';
 
-const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
-const haveChromium = existsSync(chromiumPath);
-const skip = !haveChromium && !process.env.CI && `no Chromium at ${chromiumPath} (install it, or set CHROMIUM)`;
-if (skip) {
-  console.log(`# list page tests skipped: ${skip}`);
-}
+const skip = skipWithoutChromium('list page tests');
 // Set by `npm run screenshot:list`: where to save the page, mid-progress.
 const screenshotPath = process.env.ASYNCREPLY_LIST_SCREENSHOT;
 
@@ -28,23 +23,9 @@ before(async () => {
   if (skip) {
     return;
   }
-  assert.ok(haveChromium, `no Chromium at ${chromiumPath}: CI must install it`);
-  const { chromium } = await import('playwright-core');
   [server, browser] = await Promise.all([
     startServer(['-owner-cookie', 'user']),
-    chromium.launch({
-      executablePath: chromiumPath,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-quic',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    }),
+    launchChromium(),
   ]);
 });
 
