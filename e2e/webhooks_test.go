@@ -179,24 +179,35 @@ func testWebhooksSurviveACrash(t *testing.T, backendURL string, extra ...string)
 	t.Logf("every event received by %v", time.Since(start))
 	// The status document shows the client's callback delivered. An
 	// attempt cut short by the kill is not counted: the receiver answered,
-	// but the process died before recording it.
+	// but the process died before recording it. The last attempts are
+	// recorded just after the receiver answered them: the document is read
+	// again until they are.
+	deadline := time.Now().Add(answerLimit)
 	for _, id := range ids {
-		resp, err := probeClient.Get(url + "/operations/" + id + "/status")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var doc struct {
-			Callbacks []struct {
-				URL         string     `json:"url"`
-				Attempts    int        `json:"attempts"`
-				DeliveredAt *time.Time `json:"deliveredAt"`
-			} `json:"callbacks"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&doc)
-		resp.Body.Close()
-		if err != nil || len(doc.Callbacks) != 1 || doc.Callbacks[0].DeliveredAt == nil || doc.Callbacks[0].Attempts < 1 ||
-			doc.Callbacks[0].URL != rc.srv.URL+"/callback" {
-			t.Errorf("operation %s: callbacks %+v (%v), want one delivered", id, doc.Callbacks, err)
+		for {
+			resp, err := probeClient.Get(url + "/operations/" + id + "/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var doc struct {
+				Callbacks []struct {
+					URL         string     `json:"url"`
+					Attempts    int        `json:"attempts"`
+					DeliveredAt *time.Time `json:"deliveredAt"`
+				} `json:"callbacks"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&doc)
+			resp.Body.Close()
+			if err != nil || len(doc.Callbacks) != 1 || doc.Callbacks[0].Attempts < 1 || doc.Callbacks[0].URL != rc.srv.URL+"/callback" {
+				t.Fatalf("operation %s: callbacks %+v (%v), want the client's one", id, doc.Callbacks, err)
+			}
+			if doc.Callbacks[0].DeliveredAt != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("operation %s: callbacks %+v, want one delivered", id, doc.Callbacks)
+			}
+			time.Sleep(20 * time.Millisecond) // the document signals nothing: poll it
 		}
 	}
 }

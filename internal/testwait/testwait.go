@@ -17,13 +17,21 @@ const Timeout = 10 * time.Second
 // within Timeout. what names the awaited event in the failure message.
 func Recv[T any](t testing.TB, ch <-chan T, what string) T {
 	t.Helper()
-	timer := time.NewTimer(Timeout)
+	return RecvWithin(t, ch, Timeout, what)
+}
+
+// RecvWithin is Recv bounded by limit instead of Timeout, for a signal that
+// may rightly come later: one that waits for a process to restart, or for a
+// periodic sweep of the code under test.
+func RecvWithin[T any](t testing.TB, ch <-chan T, limit time.Duration, what string) T {
+	t.Helper()
+	timer := time.NewTimer(limit)
 	defer timer.Stop()
 	select {
 	case v := <-ch:
 		return v
 	case <-timer.C:
-		t.Fatalf("timed out after %s waiting for %s", Timeout, what)
+		t.Fatalf("timed out after %s waiting for %s", limit, what)
 		var zero T
 		return zero
 	}
