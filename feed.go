@@ -78,16 +78,22 @@ func (m *Middleware) serveFeed(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	fmt.Fprintf(w, "retry: %d\n\n", m.cfg.RetryAfter.Milliseconds())
-	if rc.Flush() != nil {
+	// Each write has feedWriteTimeout, as a WebSocket's message has: a
+	// client that stops reading is cut off, and its watch given back,
+	// rather than holding the handler in a write for as long as it keeps
+	// its connection open. A writer without deadlines goes without.
+	write := func(format string, args ...any) error {
+		rc.SetWriteDeadline(time.Now().Add(feedWriteTimeout))
+		fmt.Fprintf(w, format, args...)
+		return rc.Flush()
+	}
+	if write("retry: %d\n\n", m.cfg.RetryAfter.Milliseconds()) != nil {
 		return
 	}
 	f.run(r.Context(), from, func(cursor string, doc []byte) error {
-		fmt.Fprintf(w, "event: status\nid: %s\ndata: %s\n\n", cursor, doc)
-		return rc.Flush()
+		return write("event: status\nid: %s\ndata: %s\n\n", cursor, doc)
 	}, func() error {
-		fmt.Fprint(w, ": keep-alive\n\n")
-		return rc.Flush()
+		return write(": keep-alive\n\n")
 	})
 }
 
