@@ -3,16 +3,20 @@ package asyncreply
 import (
 	"bufio"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/asyncreply/asyncreply/backend"
+	"github.com/asyncreply/asyncreply/backend/memory"
 	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
@@ -82,5 +86,95 @@ func TestFeedStreamToAClientThatNeverReadsIsCutOff(t *testing.T) {
 	testwait.Recv(t, ended, "the stream to a client that never reads to end")
 	if ok, _ := m.watches.acquire(alice); !ok {
 		t.Error("the ended stream still holds its watch (MaxWatchesPerOwner 1)")
+	}
+}
+
+// changesThatFail is a memory backend whose Changes fails while dead, as a
+// database that went away does, and counts the calls.
+type changesThatFail struct {
+	*memory.Backend
+	dead  atomic.Bool
+	calls chan struct{}
+}
+
+func (b *changesThatFail) Changes(ctx context.Context, q backend.ChangeQuery) ([]*backend.Operation, error) {
+	defer func() {
+		select {
+		case b.calls <- struct{}{}:
+		default:
+		}
+	}()
+	if b.dead.Load() {
+		return nil, errors.New("connection refused")
+	}
+	return b.Backend.Changes(ctx, q)
+}
+
+// countingHandler counts log records by level and message.
+type countingHandler struct {
+	mu      sync.Mutex
+	records map[string]int // "LEVEL message"
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records[r.Level.String()+" "+r.Message]++
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *countingHandler) count(prefix string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for k, v := range h.records {
+		if strings.HasPrefix(k, prefix) {
+			n += v
+		}
+	}
+	return n
+}
+
+// With its database gone under an open feed, the poller neither spins nor
+// floods the log: it says so once, backs off, and says when it reads
+// again; the feed stays open and gets the changes it missed.
+func TestFeedPollerUnderADeadDatabase(t *testing.T) {
+	b := &changesThatFail{Backend: memory.New(memory.Config{}), calls: make(chan struct{})}
+	logs := &countingHandler{records: make(map[string]int)}
+	m, err := New(Config{Backend: b, Owner: func(r *http.Request) (string, error) { return "alice", nil },
+		FeedPollInterval: time.Millisecond, Logger: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown(context.Background())
+	sub, _, ok := m.feeds.subscribe("alice")
+	if !ok {
+		t.Fatal("subscribe refused")
+	}
+	defer m.feeds.unsubscribe(sub)
+	testwait.Recv(t, b.calls, "the poller's first read")
+
+	b.dead.Store(true)
+	for range 6 {
+		testwait.Recv(t, b.calls, "the poller's reads of a dead database")
+	}
+	if n := logs.count("WARN asyncreply: reading changes for the feeds failed"); n != 1 {
+		t.Errorf("the poller logged its failure %d times in 6 reads of a dead database, want once", n)
+	}
+
+	now := time.Now()
+	if _, _, err := b.Backend.Create(context.Background(), &backend.Operation{ID: "late", Owner: "alice", Status: backend.NotStarted,
+		Timeout: time.Hour, Retention: time.Hour, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	b.dead.Store(false)
+	if op := testwait.Recv(t, sub.changes, "the change made while the database was gone"); op.ID != "late" {
+		t.Errorf("the feed got %s, want late", op.ID)
+	}
+	if n := logs.count("INFO asyncreply: reading changes for the feeds works again"); n != 1 {
+		t.Errorf("the poller logged its recovery %d times, want once", n)
 	}
 }
