@@ -135,6 +135,21 @@ func (p *feedPosition) resumeAt(cursor string) error {
 	return nil
 }
 
+// cursorTime is t within what a cursor holds, in nanoseconds since 1970:
+// a start before 1970 (a client's ?since=, or a cursor at the epoch less
+// feedOverlap) is the start of everything, and one after now starts from
+// now, rather than wrapping around into a cursor the store refuses, or one
+// far in the future that skips the caller's history.
+func cursorTime(t, now time.Time) time.Time {
+	if epoch := time.Unix(0, 0); t.Before(epoch) {
+		return epoch
+	}
+	if t.After(now) {
+		return now
+	}
+	return t
+}
+
 // feed is one open feed of an owner's changes, whatever carries it.
 type feed struct {
 	m          *Middleware
@@ -201,9 +216,9 @@ func (f *feed) catchUp(ctx context.Context, from feedPosition, emit func(*backen
 	var after backend.ChangeCursor
 	switch {
 	case from.resumed:
-		after = backend.ChangeCursor{UpdatedAt: from.after.UpdatedAt.Add(-feedOverlap)}
+		after = backend.ChangeCursor{UpdatedAt: cursorTime(from.after.UpdatedAt.Add(-feedOverlap), f.m.cfg.now())}
 	case !from.since.IsZero():
-		after = backend.ChangeCursor{UpdatedAt: from.since}
+		after = backend.ChangeCursor{UpdatedAt: cursorTime(from.since, f.m.cfg.now())}
 	default:
 		return nil, 0, true
 	}
