@@ -20,12 +20,26 @@ import (
 	"github.com/asyncreply/asyncreply/internal/testwait"
 )
 
-// An event stream whose client stops reading, with the server's socket
-// buffers full, is cut off after feedWriteTimeout, as a WebSocket is: its
-// handler returns and gives back its watch, rather than blocking in a
-// write for as long as the client keeps its connection open (an
-// http.Server streaming feeds has no WriteTimeout to do it).
-func TestFeedStreamToAClientThatNeverReadsIsCutOff(t *testing.T) {
+// A feed whose client stops reading, with the server's socket buffers
+// full, is cut off after feedWriteTimeout, over an event stream as over a
+// WebSocket: its handler returns and gives back its watch, rather than
+// blocking in a write for as long as the client keeps its connection open
+// (an http.Server streaming feeds has no WriteTimeout to do it).
+func TestFeedToAClientThatNeverReadsIsCutOff(t *testing.T) {
+	t.Run("event stream", func(t *testing.T) {
+		testClientThatNeverReads(t, "GET "+DefaultPrefix+"events HTTP/1.1\r\nHost: x\r\nX-User: alice\r\n\r\n", "retry:")
+	})
+	t.Run("WebSocket", func(t *testing.T) {
+		testClientThatNeverReads(t, "GET "+DefaultPrefix+"events?since=2000-01-01T00:00:00Z HTTP/1.1\r\nHost: x\r\nX-User: alice\r\n"+
+			"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+			"Sec-Websocket-Accept:")
+	})
+}
+
+// testClientThatNeverReads sends request on a raw connection with a small
+// receive buffer, reads up to the line starting with opened, then never
+// reads again while alice's operations change.
+func testClientThatNeverReads(t *testing.T, request, opened string) {
 	defer func(d time.Duration) { feedWriteTimeout = d }(feedWriteTimeout)
 	feedWriteTimeout = 100 * time.Millisecond
 
@@ -51,25 +65,25 @@ func TestFeedStreamToAClientThatNeverReadsIsCutOff(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.(*net.TCPConn).SetReadBuffer(4096)
-	if _, err := conn.Write([]byte("GET " + DefaultPrefix + "events HTTP/1.1\r\nHost: x\r\nX-User: alice\r\n\r\n")); err != nil {
+	if _, err := conn.Write([]byte(request)); err != nil {
 		t.Fatal(err)
 	}
-	// Read up to the stream's first line, so that the feed is open; then
-	// never read again.
+	// Read up to the line that says the feed is open; then never read
+	// again.
 	br := bufio.NewReaderSize(conn, 512)
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
-			t.Fatalf("reading the stream's head: %v", err)
+			t.Fatalf("reading the answer's head: %v", err)
 		}
-		if strings.HasPrefix(line, "retry:") {
+		if strings.HasPrefix(line, opened) {
 			break
 		}
 	}
 
-	// Far more than the kernel buffers on both sides hold, in fewer changes
-	// than the feed holds for its client (it would be dropped as behind): the stream's
-	// writes block.
+	// Far more than the kernel buffers on both sides hold, in fewer
+	// changes than the feed holds for its client (past that it is dropped
+	// as behind): the feed's writes block.
 	asAlice := httptest.NewRequest(http.MethodGet, "/", nil)
 	asAlice.Header.Set("X-User", "alice")
 	alice, _ := m.owner(asAlice)
@@ -83,9 +97,9 @@ func TestFeedStreamToAClientThatNeverReadsIsCutOff(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testwait.Recv(t, ended, "the stream to a client that never reads to end")
+	testwait.Recv(t, ended, "the feed to a client that never reads to end")
 	if ok, _ := m.watches.acquire(alice); !ok {
-		t.Error("the ended stream still holds its watch (MaxWatchesPerOwner 1)")
+		t.Error("the ended feed still holds its watch (MaxWatchesPerOwner 1)")
 	}
 }
 
