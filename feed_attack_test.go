@@ -3,6 +3,7 @@ package asyncreply_test
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +109,49 @@ func TestFeedSocketRefusesHostileFirstMessages(t *testing.T) {
 	}
 	if r := b.do(t, http.MethodGet, asyncreply.DefaultPrefix, "", "X-User", "alice"); r.code != http.StatusOK {
 		t.Errorf("after the hostile sockets, the list = %s, want 200", r)
+	}
+}
+
+// Feeds from many owners, over streams and sockets alike, fill
+// Config.MaxWatches and no more: the next owner's feed, of either kind, is
+// 503 with Retry-After, while polls go on answering; every feed still gets
+// its own owner's changes, and none another's.
+func TestFeedsOfManyOwnersFillMaxWatches(t *testing.T) {
+	t.Parallel()
+	const owners = 300
+	b := setup(t, asyncreply.Config{Owner: userFromHeader, MaxWatches: owners}, route("GET /reports/{id}", asyncreply.Async(text("done"))))
+	streams := make([]*sseStream, 0, owners/2)
+	for i := range owners {
+		user := "user" + strconv.Itoa(i)
+		if i%2 == 0 {
+			streams = append(streams, b.openFeed(t, "X-User", user))
+		} else if _, _, err := b.dialFeed(t, "?since="+time.Now().UTC().Format(time.RFC3339Nano), http.Header{"X-User": {user}}); err != nil {
+			t.Fatalf("socket %d: %v", i, err)
+		}
+	}
+	r := b.do(t, http.MethodGet, feedPath, "", "X-User", "one-too-many")
+	wantProblem(t, r, http.StatusServiceUnavailable)
+	if r.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	if _, resp, err := b.dialFeed(t, "", http.Header{"X-User": {"one-too-many"}}); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a socket past MaxWatches: %v, want 503", err)
+	}
+	if r := b.do(t, http.MethodGet, asyncreply.DefaultPrefix, "", "X-User", "one-too-many"); r.code != http.StatusOK {
+		t.Errorf("the list with every watch taken = %s, want 200", r)
+	}
+
+	// A change of one owner reaches that owner's feed alone.
+	_, mine := b.submit(t, http.MethodGet, "/reports/1", "", "X-User", "user0")
+	for _, ev := range untilDone(t, streams[0], mine) {
+		if selfOf(t, ev) != mine {
+			t.Errorf("user0's feed shows %s", selfOf(t, ev))
+		}
+	}
+	_, theirs := b.submit(t, http.MethodGet, "/reports/2", "", "X-User", "user2")
+	for _, ev := range untilDone(t, streams[1], theirs) {
+		if selfOf(t, ev) != theirs {
+			t.Errorf("user2's feed shows %s", selfOf(t, ev))
+		}
 	}
 }
