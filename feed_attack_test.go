@@ -155,3 +155,40 @@ func TestFeedsOfManyOwnersFillMaxWatches(t *testing.T) {
 		}
 	}
 }
+
+// A page that hides its origin — a sandboxed frame or a file, whose Origin
+// is "null" — or names the server's host under another scheme or port, or
+// as a suffix, may not open the socket with the user's credentials; only
+// a page of the server's own origin, or a client outside a browser (no
+// Origin), may.
+func TestFeedSocketRefusesSpoofedOrigins(t *testing.T) {
+	t.Parallel()
+	b := setup(t, asyncreply.Config{Owner: userFromHeader}, http.NotFoundHandler())
+	host := strings.TrimPrefix(b.srv.URL, "http://")
+	hostname, _, _ := strings.Cut(host, ":")
+	for _, origin := range []string{
+		"null",
+		"http://" + hostname + ":1",
+		"http://" + host + ".evil.example",
+		"http://evil.example",
+		"http://evil" + host,
+		"file://",
+		"http://" + hostname,
+	} {
+		if _, resp, err := b.dialFeed(t, "?since=2000-01-01T00:00:00Z", http.Header{"X-User": {"alice"}, "Origin": {origin}}); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("a socket from Origin %q: %v, want 403", origin, err)
+		}
+	}
+	for _, origin := range []string{"", b.srv.URL} {
+		header := http.Header{"X-User": {"alice"}}
+		if origin != "" {
+			header.Set("Origin", origin)
+		}
+		conn, _, err := b.dialFeed(t, "?since=2000-01-01T00:00:00Z", header)
+		if err != nil {
+			t.Errorf("a socket from Origin %q: %v, want it open", origin, err)
+			continue
+		}
+		conn.CloseNow()
+	}
+}
