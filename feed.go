@@ -78,16 +78,22 @@ func (m *Middleware) serveFeed(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	fmt.Fprintf(w, "retry: %d\n\n", m.cfg.RetryAfter.Milliseconds())
-	if rc.Flush() != nil {
+	// Each write has feedWriteTimeout, as a WebSocket's message has: a
+	// client that stops reading is cut off, and its watch given back,
+	// rather than holding the handler in a write for as long as it keeps
+	// its connection open. A writer without deadlines goes without.
+	write := func(format string, args ...any) error {
+		rc.SetWriteDeadline(time.Now().Add(feedWriteTimeout))
+		fmt.Fprintf(w, format, args...)
+		return rc.Flush()
+	}
+	if write("retry: %d\n\n", m.cfg.RetryAfter.Milliseconds()) != nil {
 		return
 	}
 	f.run(r.Context(), from, func(cursor string, doc []byte) error {
-		fmt.Fprintf(w, "event: status\nid: %s\ndata: %s\n\n", cursor, doc)
-		return rc.Flush()
+		return write("event: status\nid: %s\ndata: %s\n\n", cursor, doc)
 	}, func() error {
-		fmt.Fprint(w, ": keep-alive\n\n")
-		return rc.Flush()
+		return write(": keep-alive\n\n")
 	})
 }
 
@@ -127,6 +133,21 @@ func (p *feedPosition) resumeAt(cursor string) error {
 	}
 	p.after, p.resumed = c, true
 	return nil
+}
+
+// cursorTime is t within what a cursor holds, in nanoseconds since 1970:
+// a start before 1970 (a client's ?since=, or a cursor at the epoch less
+// feedOverlap) is the start of everything, and one after now starts from
+// now, rather than wrapping around into a cursor the store refuses, or one
+// far in the future that skips the caller's history.
+func cursorTime(t, now time.Time) time.Time {
+	if epoch := time.Unix(0, 0); t.Before(epoch) {
+		return epoch
+	}
+	if t.After(now) {
+		return now
+	}
+	return t
 }
 
 // feed is one open feed of an owner's changes, whatever carries it.
@@ -195,9 +216,9 @@ func (f *feed) catchUp(ctx context.Context, from feedPosition, emit func(*backen
 	var after backend.ChangeCursor
 	switch {
 	case from.resumed:
-		after = backend.ChangeCursor{UpdatedAt: from.after.UpdatedAt.Add(-feedOverlap)}
+		after = backend.ChangeCursor{UpdatedAt: cursorTime(from.after.UpdatedAt.Add(-feedOverlap), f.m.cfg.now())}
 	case !from.since.IsZero():
-		after = backend.ChangeCursor{UpdatedAt: from.since}
+		after = backend.ChangeCursor{UpdatedAt: cursorTime(from.since, f.m.cfg.now())}
 	default:
 		return nil, 0, true
 	}

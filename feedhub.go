@@ -22,6 +22,12 @@ const feedOverlap = 2 * time.Second
 // cursor, so that no slow client grows the server's memory.
 const feedBuffer = 256
 
+// feedPollMaxBackoff caps the poller's wait between two reads while the
+// store fails: the wait doubles from Config.FeedPollInterval after each
+// failure, so that a store that is gone is not read at every tick, and
+// feeds get what they missed within about this once it is back.
+const feedPollMaxBackoff = 5 * time.Second
+
 // feedPage is how many changes one backend call of the poller, or of a
 // feed catching up, reads.
 const feedPage = 500
@@ -54,6 +60,10 @@ type feedHub struct {
 	done    chan struct{}        // closed when the running poller returns
 	cursor  backend.ChangeCursor // the latest change the poller read
 	closed  bool                 // Shutdown: no more feeds
+
+	// The poller's own: how many reads in a row failed, since when.
+	failures     int
+	failingSince time.Time
 }
 
 // feedSub is one open feed's share of the poller's changes.
@@ -160,11 +170,22 @@ func (h *feedHub) poll(started time.Time, done chan struct{}) {
 			continue
 		case <-time.After(minGap):
 		}
+		if h.failures == 0 {
+			select {
+			case <-h.m.closed:
+			case <-ticker.C:
+			case <-h.nudges:
+			}
+			continue
+		}
+		// The store fails: back off rather than read it at every tick.
+		backoff := time.NewTimer(min(interval<<min(h.failures, 16), feedPollMaxBackoff))
 		select {
 		case <-h.m.closed:
-		case <-ticker.C:
-		case <-h.nudges:
+		case <-backoff.C:
+		case <-h.nudges: // a change made here: the store answers again
 		}
+		backoff.Stop()
 	}
 }
 
@@ -178,8 +199,20 @@ func (h *feedHub) pollOnce(cursor backend.ChangeCursor, seen map[changeKey]struc
 		ops, err := h.m.changes.Changes(ctx, backend.ChangeQuery{AnyOwner: true, After: after, Limit: feedPage, Now: h.m.cfg.now()})
 		cancel()
 		if err != nil {
-			h.m.cfg.Logger.Warn("asyncreply: reading changes for the feeds failed; retrying", "error", err)
+			// Once, not at every tick while the store is away.
+			if h.failures == 0 {
+				h.failingSince = time.Now()
+				h.m.cfg.Logger.Warn("asyncreply: reading changes for the feeds failed; retrying", "error", err)
+			} else {
+				h.m.cfg.Logger.Debug("asyncreply: reading changes for the feeds failed again", "failures", h.failures+1, "error", err)
+			}
+			h.failures++
 			return cursor
+		}
+		if h.failures > 0 {
+			h.m.cfg.Logger.Info("asyncreply: reading changes for the feeds works again",
+				"failures", h.failures, "failing_for", time.Since(h.failingSince).Round(time.Millisecond))
+			h.failures = 0
 		}
 		for _, op := range ops {
 			c := backend.CursorOf(op)

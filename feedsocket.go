@@ -16,9 +16,10 @@ import (
 // Nothing that changes meanwhile is lost: the feed is open already.
 const feedHelloWait = time.Second
 
-// feedWriteTimeout bounds one message's write: a client that stops reading
-// is cut off rather than held.
-const feedWriteTimeout = 10 * time.Second
+// feedWriteTimeout bounds one message's write, on a WebSocket or an event
+// stream: a client that stops reading is cut off rather than held. A
+// variable, so that tests need not wait for it.
+var feedWriteTimeout = 10 * time.Second
 
 // isWebSocketUpgrade reports whether r asks to become a WebSocket.
 func isWebSocketUpgrade(r *http.Request) bool {

@@ -768,9 +768,15 @@ func stripSpoofable(h http.Header, trusted bool) {
 	}
 }
 
-// withoutSpoofable returns r, or a copy of it without its spoofable headers,
-// so that they are not recorded with an operation.
+// withoutSpoofable returns r, or a copy of it without its spoofable headers
+// and without the admin listener's cookie (AdminCookieName), so that they
+// are neither recorded with an operation nor forwarded.
 func (g *Gateway) withoutSpoofable(r *http.Request) *http.Request {
+	if _, found := cookieValue(r.Header, AdminCookieName); found {
+		h := r.Header.Clone()
+		stripCookie(h, AdminCookieName)
+		r = withHeader(r, h)
+	}
 	trusted := netaddr.Trusted(r.RemoteAddr, g.cfg.TrustedProxies)
 	for name := range r.Header {
 		if spoofable(name, trusted) {

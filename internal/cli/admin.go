@@ -23,7 +23,7 @@ func adminFlags(c *command, o *gatewayOptions) {
 // adminCookie is the cookie a browser holds the admin token's proof in,
 // set by visiting /?token=TOKEN once: a browser cannot send a bearer
 // header to a page it navigates to.
-const adminCookie = "asyncreply_admin"
+const adminCookie = gateway.AdminCookieName
 
 // adminHandler serves the operator's endpoints of gw: the dashboard, its
 // API and GET /metrics. With a token, a request needs Authorization:
