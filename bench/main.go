@@ -50,6 +50,7 @@ var scenarios = []scenario{
 	{"gateway", gatewayScenario},
 	{"capacity", capacityScenario},
 	{"retention", retentionScenario},
+	{"notify-cost", notifyCostScenario},
 	{"sqlite-ceiling", sqliteCeilingScenario},
 }
 
@@ -80,6 +81,7 @@ func mainErr(args []string) error {
 		rounds    = flags.Int("rounds", full.rounds, "turns a subject and its baseline take, alternating, within -duration (outproc: each -duration long; defaults to 5)")
 		clients   = flags.Int("clients", full.clients, "clients of a closed loop")
 		postgres  = flags.String("postgres", testdb.URL(), "PostgreSQL URL; empty leaves PostgreSQL out")
+		natsURL   = flags.String("nats", defaultNATS(), "NATS server with JetStream (NATS_URL by default) the delivery scenarios publish to, in a stream of their own; empty or unreachable: webhooks only")
 		capacity  = flags.Int("capacity", full.capacity, "slow operations in flight at once")
 		retained  = flags.Int("retained", full.retained, "operations retained, and swept, per backend")
 		completes = flags.Int("notifications", full.notifications, "completions measured per backend and transport")
@@ -121,6 +123,7 @@ func mainErr(args []string) error {
 		opts.notifications = *completes
 	}
 	opts.postgres = *postgres
+	opts.nats = *natsURL
 	opts.scenarios = strings.Split(*names, ",")
 
 	path := *out
