@@ -36,6 +36,9 @@ type options struct {
 	clients   int           // clients of a closed loop
 	postgres  string        // the PostgreSQL URL; empty leaves PostgreSQL out
 	nats      string        // the NATS server (JetStream); empty leaves the publisher out
+	// cpuProfile, when set, is the prefix of notify-cost's CPU profiles,
+	// one per run.
+	cpuProfile string
 
 	notifications int           // completions measured per backend and transport
 	capacity      int           // concurrent slow operations

@@ -81,6 +81,7 @@ func mainErr(args []string) error {
 		rounds    = flags.Int("rounds", full.rounds, "turns a subject and its baseline take, alternating, within -duration (outproc: each -duration long; defaults to 5)")
 		clients   = flags.Int("clients", full.clients, "clients of a closed loop")
 		postgres  = flags.String("postgres", testdb.URL(), "PostgreSQL URL; empty leaves PostgreSQL out")
+		profile   = flags.String("cpuprofile", "", "notify-cost: write a CPU profile of each of its runs, with and without deliveries, to `PREFIX`-none-ROUND.pprof and PREFIX-notified-ROUND.pprof")
 		natsURL   = flags.String("nats", defaultNATS(), "NATS server with JetStream (NATS_URL by default) the delivery scenarios publish to, in a stream of their own; empty or unreachable: webhooks only")
 		capacity  = flags.Int("capacity", full.capacity, "slow operations in flight at once")
 		retained  = flags.Int("retained", full.retained, "operations retained, and swept, per backend")
@@ -124,6 +125,7 @@ func mainErr(args []string) error {
 	}
 	opts.postgres = *postgres
 	opts.nats = *natsURL
+	opts.cpuProfile = *profile
 	opts.scenarios = strings.Split(*names, ",")
 
 	path := *out
