@@ -23,7 +23,8 @@ func TestMain(m *testing.M) {
 
 // TestSmoke runs every scenario tiny, as go run ./bench -smoke does, so
 // that the harness cannot rot: every scenario must run, every request
-// succeed, every operation complete, and every number be positive. It
+// succeed, every operation complete (and, where deliveries are
+// configured, be delivered), and every number be positive. It
 // asserts no timing: these sizes measure nothing.
 func TestSmoke(t *testing.T) {
 	opts := smokeOptions()

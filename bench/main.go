@@ -19,7 +19,9 @@
 //
 // PostgreSQL scenarios run against TEST_DATABASE_URL (or the usual local
 // server), in schemas of their own dropped at the end; without a server
-// they are left out. Every scenario stops by itself, bounded in time and
+// they are left out. notify-cost publishes to NATS JetStream at -nats
+// (NATS_URL, or the usual local server), in a stream of its own deleted
+// at the end; without a server it measures webhooks only, and says so. Every scenario stops by itself, bounded in time and
 // in requests.
 package main
 
@@ -94,7 +96,7 @@ func mainErr(args []string) error {
 	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	if *mode == "outproc" {
-		return mainOutproc(args, set, *smoke, *out, *names, *duration, *rounds, *postgres)
+		return mainOutproc(args, set, *smoke, *out, *names, *duration, *rounds, *postgres, *natsURL)
 	}
 	if *mode != "inprocess" {
 		return fmt.Errorf("-mode %q: want inprocess or outproc", *mode)
@@ -154,7 +156,7 @@ func mainErr(args []string) error {
 
 // mainOutproc is main in the out-of-process mode; set holds the flags
 // given, which override its sizes.
-func mainOutproc(args []string, set map[string]bool, smoke bool, out, names string, duration time.Duration, rounds int, postgres string) error {
+func mainOutproc(args []string, set map[string]bool, smoke bool, out, names string, duration time.Duration, rounds int, postgres, natsURL string) error {
 	opts := outprocFull()
 	if smoke {
 		opts = outprocSmoke()
@@ -166,6 +168,7 @@ func mainOutproc(args []string, set map[string]bool, smoke bool, out, names stri
 		opts.rounds = rounds
 	}
 	opts.postgres = postgres
+	opts.nats = natsURL
 	scenarios := outScenarioNames()
 	if set["scenarios"] {
 		scenarios = strings.Split(names, ",")
