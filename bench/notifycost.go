@@ -103,17 +103,7 @@ the machine's two cores shared with everything else.`,
 	notified := target{name: "sqlite, notified", url: notifiedSrv.URL + "/reports/7", want: http.StatusAccepted, settle: waitExecuted(notifiedExecuted.Load)}
 	noneOnlyT := target{name: "sqlite, accept only, none", url: noneOnly.URL + "/reports/7", want: http.StatusAccepted}
 	notifiedOnlyT := target{name: "sqlite, accept only, notified", url: notifiedOnly.URL + "/reports/7", want: http.StatusAccepted}
-	counts := func(ctx context.Context) (map[string]int64, error) {
-		got := map[string]int64{}
-		for name, n := range destinations {
-			v, err := n(ctx)
-			if err != nil {
-				return nil, err
-			}
-			got[name] = v
-		}
-		return got, nil
-	}
+	counts := countEach(destinations)
 
 	rounds := max(e.opts.rounds, 1)
 	turn := e.opts.duration / time.Duration(rounds)

@@ -105,17 +105,7 @@ it. "Accept only" is the same pair with --accept-only: the 202 alone.`, executeC
 		return s, err
 	}
 	executed := o.countAt(upNotified.url + "/executed")
-	counts := func(ctx context.Context) (map[string]int64, error) {
-		got := map[string]int64{}
-		for name, n := range destinations {
-			v, err := n(ctx)
-			if err != nil {
-				return nil, err
-			}
-			got[name] = v
-		}
-		return got, nil
-	}
+	counts := countEach(destinations)
 	// Every operation the notified gateway executed, counted by its own
 	// upstream: the events each destination must hold.
 	deliveredAll := func(ctx context.Context) (time.Duration, error) {

@@ -144,6 +144,21 @@ func (s *benchStream) close() error {
 // scenario's deliveries holds so far, by destination.
 type deliveredCounts func(ctx context.Context) (map[string]int64, error)
 
+// countEach counts the events at each destination, by name.
+func countEach(destinations map[string]func(context.Context) (int64, error)) deliveredCounts {
+	return func(ctx context.Context) (map[string]int64, error) {
+		got := map[string]int64{}
+		for name, n := range destinations {
+			v, err := n(ctx)
+			if err != nil {
+				return nil, err
+			}
+			got[name] = v
+		}
+		return got, nil
+	}
+}
+
 // waitDelivered waits until every destination counts want events, for
 // at most settleLimit, and returns how long that took.
 func waitDelivered(ctx context.Context, counts deliveredCounts, want int64) (time.Duration, error) {
