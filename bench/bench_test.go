@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
 	"github.com/asyncreply/asyncreply/internal/testdb"
@@ -22,7 +23,8 @@ func TestMain(m *testing.M) {
 
 // TestSmoke runs every scenario tiny, as go run ./bench -smoke does, so
 // that the harness cannot rot: every scenario must run, every request
-// succeed, every operation complete, and every number be positive. It
+// succeed, every operation complete (and, where deliveries are
+// configured, be delivered), and every number be positive. It
 // asserts no timing: these sizes measure nothing.
 func TestSmoke(t *testing.T) {
 	opts := smokeOptions()
@@ -33,6 +35,14 @@ func TestSmoke(t *testing.T) {
 		}
 		t.Logf("PostgreSQL unreachable at %s (%v): its scenarios are left out; set TEST_DATABASE_URL to run them", opts.postgres, err)
 		opts.postgres = ""
+	}
+	opts.nats = defaultNATS()
+	if err := pingNATS(opts.nats); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("NATS is required in CI and unreachable at %s: %v", opts.nats, err)
+		}
+		t.Logf("NATS unreachable at %s (%v): notify-cost measures webhooks only; set NATS_URL to publish too", opts.nats, err)
+		opts.nats = ""
 	}
 	var progress strings.Builder
 	sections, generated, err := run(t.Context(), opts, "go test ./bench", &progress)
@@ -74,6 +84,18 @@ func TestSmoke(t *testing.T) {
 	if opts.postgres != "" && !strings.Contains(string(generated), "River by hand") {
 		t.Error("PostgreSQL was reachable, and the results lack its baseline")
 	}
+	if opts.nats != "" && (!strings.Contains(string(generated), "| NATS JetStream |") || strings.Contains(string(generated), "webhooks only")) {
+		t.Error("NATS was reachable, and the results lack the stream's deliveries")
+	}
+}
+
+func pingNATS(url string) error {
+	conn, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		return err
+	}
+	conn.Close()
+	return nil
 }
 
 func positive(v float64) bool { return v > 0 && !math.IsInf(v, 0) && !math.IsNaN(v) }

@@ -35,6 +35,10 @@ type options struct {
 	rounds    int           // turns a subject and its baseline take
 	clients   int           // clients of a closed loop
 	postgres  string        // the PostgreSQL URL; empty leaves PostgreSQL out
+	nats      string        // the NATS server (JetStream); empty leaves the publisher out
+	// cpuProfile, when set, is the prefix of notify-cost's CPU profiles,
+	// one per run.
+	cpuProfile string
 
 	notifications int           // completions measured per backend and transport
 	capacity      int           // concurrent slow operations
@@ -228,9 +232,15 @@ func serveOn(be backend.Backend, durable bool, retention time.Duration, app http
 	if durable {
 		cfg.Key = benchutil.Key
 	}
+	return serveConfig(cfg, app)
+}
+
+// serveConfig runs asyncreply configured by cfg around app, on a loopback
+// server; stop shuts the server, then asyncreply, down.
+func serveConfig(cfg asyncreply.Config, app http.Handler) (srv *httptest.Server, stop func(), err error) {
 	h, shutdown, err := benchutil.Serve(cfg, app)
 	if err != nil {
-		be.Stop(context.Background())
+		cfg.Backend.Stop(context.Background())
 		return nil, nil, err
 	}
 	srv = httptest.NewServer(h)

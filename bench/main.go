@@ -19,7 +19,9 @@
 //
 // PostgreSQL scenarios run against TEST_DATABASE_URL (or the usual local
 // server), in schemas of their own dropped at the end; without a server
-// they are left out. Every scenario stops by itself, bounded in time and
+// they are left out. notify-cost publishes to NATS JetStream at -nats
+// (NATS_URL, or the usual local server), in a stream of its own deleted
+// at the end; without a server it measures webhooks only, and says so. Every scenario stops by itself, bounded in time and
 // in requests.
 package main
 
@@ -50,6 +52,7 @@ var scenarios = []scenario{
 	{"gateway", gatewayScenario},
 	{"capacity", capacityScenario},
 	{"retention", retentionScenario},
+	{"notify-cost", notifyCostScenario},
 	{"sqlite-ceiling", sqliteCeilingScenario},
 }
 
@@ -80,6 +83,8 @@ func mainErr(args []string) error {
 		rounds    = flags.Int("rounds", full.rounds, "turns a subject and its baseline take, alternating, within -duration (outproc: each -duration long; defaults to 5)")
 		clients   = flags.Int("clients", full.clients, "clients of a closed loop")
 		postgres  = flags.String("postgres", testdb.URL(), "PostgreSQL URL; empty leaves PostgreSQL out")
+		profile   = flags.String("cpuprofile", "", "notify-cost: write a CPU profile of each of its runs, with and without deliveries, to `PREFIX`-none-ROUND.pprof and PREFIX-notified-ROUND.pprof")
+		natsURL   = flags.String("nats", defaultNATS(), "NATS server with JetStream (NATS_URL by default) the delivery scenarios publish to, in a stream of their own; empty or unreachable: webhooks only")
 		capacity  = flags.Int("capacity", full.capacity, "slow operations in flight at once")
 		retained  = flags.Int("retained", full.retained, "operations retained, and swept, per backend")
 		completes = flags.Int("notifications", full.notifications, "completions measured per backend and transport")
@@ -91,7 +96,7 @@ func mainErr(args []string) error {
 	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	if *mode == "outproc" {
-		return mainOutproc(args, set, *smoke, *out, *names, *duration, *rounds, *postgres)
+		return mainOutproc(args, set, *smoke, *out, *names, *duration, *rounds, *postgres, *natsURL)
 	}
 	if *mode != "inprocess" {
 		return fmt.Errorf("-mode %q: want inprocess or outproc", *mode)
@@ -121,6 +126,8 @@ func mainErr(args []string) error {
 		opts.notifications = *completes
 	}
 	opts.postgres = *postgres
+	opts.nats = *natsURL
+	opts.cpuProfile = *profile
 	opts.scenarios = strings.Split(*names, ",")
 
 	path := *out
@@ -149,7 +156,7 @@ func mainErr(args []string) error {
 
 // mainOutproc is main in the out-of-process mode; set holds the flags
 // given, which override its sizes.
-func mainOutproc(args []string, set map[string]bool, smoke bool, out, names string, duration time.Duration, rounds int, postgres string) error {
+func mainOutproc(args []string, set map[string]bool, smoke bool, out, names string, duration time.Duration, rounds int, postgres, natsURL string) error {
 	opts := outprocFull()
 	if smoke {
 		opts = outprocSmoke()
@@ -161,6 +168,7 @@ func mainOutproc(args []string, set map[string]bool, smoke bool, out, names stri
 		opts.rounds = rounds
 	}
 	opts.postgres = postgres
+	opts.nats = natsURL
 	scenarios := outScenarioNames()
 	if set["scenarios"] {
 		scenarios = strings.Split(names, ",")

@@ -23,6 +23,7 @@ type outprocOptions struct {
 	duration time.Duration // each wrk run's length, in whole seconds
 	rounds   int           // turns a subject and its baseline take
 	postgres string        // the PostgreSQL URL; empty leaves PostgreSQL out
+	nats     string        // the NATS server (JetStream); empty leaves the publisher out
 }
 
 // outprocFull are the sizes of the published results.
@@ -48,13 +49,19 @@ type outTarget struct {
 	// far: a round lasts until it has executed every one it accepted, so
 	// that its throughput is one it sustains.
 	executed func(context.Context) (int64, error)
-	procs    []*process // the processes serving it, which must stay up
+	// delivered, when set, waits until the deliveries of every operation
+	// the target executed so far are made, once a round has executed them
+	// all, and returns how long that took: no round's deliveries run
+	// beside the next round.
+	delivered func(context.Context) (time.Duration, error)
+	procs     []*process // the processes serving it, which must stay up
 }
 
 // outRun is one wrk run of a target, and the wait for its execution.
 type outRun struct {
 	wrkResult
-	throughput float64 // requests per second, execution included
+	throughput float64       // requests per second, execution included
+	drained    time.Duration // the wait for deliveries after the execution
 }
 
 // outMeasured is every round of one target.
@@ -156,7 +163,13 @@ func (o *outEnv) measureOut(ctx context.Context, t outTarget) (outRun, error) {
 		}
 		elapsed += time.Since(settled)
 	}
-	return outRun{wrkResult: res, throughput: float64(res.requests) / elapsed.Seconds()}, nil
+	run := outRun{wrkResult: res, throughput: float64(res.requests) / elapsed.Seconds()}
+	if t.delivered != nil {
+		if run.drained, err = t.delivered(ctx); err != nil {
+			return outRun{}, fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	return run, nil
 }
 
 // waitCount waits until count reaches want, for at most settleLimit.
@@ -246,6 +259,7 @@ var outScenarios = []outScenario{
 	{"accept", outAccept},
 	{"execute", outExecute},
 	{"poll", outPoll},
+	{"notify-cost", outNotifyCost},
 }
 
 func outScenarioNames() []string {

@@ -13,7 +13,8 @@ import (
 // ./bench -mode outproc -smoke does: the binaries must build, every server
 // process start and answer its health check, every wrk run be answered
 // without a socket error or an error status, every accepted operation be
-// executed, and every number be positive. It needs wrk, which CI installs
+// executed and, where deliveries are configured, delivered, and every
+// number be positive. It needs wrk, which CI installs
 // (make deps); elsewhere it is skipped without it. It asserts no timing.
 func TestSmokeOutOfProcess(t *testing.T) {
 	if _, err := exec.LookPath("wrk"); err != nil {
@@ -31,6 +32,14 @@ func TestSmokeOutOfProcess(t *testing.T) {
 		t.Logf("PostgreSQL unreachable at %s (%v): its comparison is left out", opts.postgres, err)
 		opts.postgres = ""
 	}
+	opts.nats = defaultNATS()
+	if err := pingNATS(opts.nats); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("NATS is required in CI and unreachable at %s: %v", opts.nats, err)
+		}
+		t.Logf("NATS unreachable at %s (%v): notify-cost measures webhooks only", opts.nats, err)
+		opts.nats = ""
+	}
 	var progress strings.Builder
 	sections, generated, err := runOutproc(t.Context(), opts, outScenarioNames(), "go test ./bench", &progress)
 	if err != nil {
@@ -44,15 +53,21 @@ func TestSmokeOutOfProcess(t *testing.T) {
 		if len(s.tables) == 0 {
 			t.Errorf("%s: no table", s.title)
 		}
+		runs := 0
 		for _, tbl := range s.tables {
-			if len(tbl.rows) == 0 || len(tbl.outRuns) == 0 {
+			// A table of wrk runs, or of what they were followed by.
+			if len(tbl.rows) == 0 {
 				t.Errorf("%s: an empty table", s.title)
 			}
+			runs += len(tbl.outRuns)
 			for _, r := range tbl.outRuns {
 				if r.requests == 0 || !positive(r.throughput) || r.latency[0.5] <= 0 || r.latency[0.99] < r.latency[0.5] || r.max <= 0 {
 					t.Errorf("%s: a run of %d requests at %.0f/s, p50 %v, p99 %v, max %v", s.title, r.requests, r.throughput, r.latency[0.5], r.latency[0.99], r.max)
 				}
 			}
+		}
+		if runs == 0 {
+			t.Errorf("%s: no wrk run", s.title)
 		}
 		for _, g := range s.goals {
 			if !positive(g.value) {
@@ -70,6 +85,9 @@ func TestSmokeOutOfProcess(t *testing.T) {
 	}
 	if opts.postgres != "" && !strings.Contains(string(generated), "River by hand") {
 		t.Error("PostgreSQL was reachable, and the results lack its baseline")
+	}
+	if opts.nats != "" && (!strings.Contains(string(generated), "| NATS JetStream |") || strings.Contains(string(generated), "webhooks only")) {
+		t.Error("NATS was reachable, and the results lack the stream's deliveries")
 	}
 }
 

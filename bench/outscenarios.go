@@ -30,7 +30,12 @@ func (o *outEnv) upstream(ctx context.Context, ps *processes) (*process, error) 
 // gateway starts the asyncreply gateway in front of upstream, on
 // backendURL, with args added to its flags.
 func (o *outEnv) gateway(ctx context.Context, ps *processes, name string, upstream *process, backendURL string, args ...string) (*process, error) {
-	env := []string{"ASYNCREPLY_KEY=" + hex.EncodeToString(benchutil.Key)} // encryption at rest, as in production
+	return o.gatewayEnv(ctx, ps, name, nil, upstream, backendURL, args...)
+}
+
+// gatewayEnv is gateway with environment variables added to its own.
+func (o *outEnv) gatewayEnv(ctx context.Context, ps *processes, name string, env []string, upstream *process, backendURL string, args ...string) (*process, error) {
+	env = append([]string{"ASYNCREPLY_KEY=" + hex.EncodeToString(benchutil.Key)}, env...) // encryption at rest, as in production
 	args = append([]string{"--upstream", upstream.url, "--backend", backendURL}, args...)
 	return ps.start(ctx, name, o.bin.asyncreply, env, "/operations/healthz", "--listen", append([]string{"gateway"}, args...)...)
 }

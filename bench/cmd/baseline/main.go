@@ -8,13 +8,18 @@
 //	baseline -role proxy -listen ADDR -upstream URL      httputil.ReverseProxy alone, tuned as the gateway's
 //	baseline -role plain -listen ADDR -answer FILE       writes one recorded answer (JSON), whatever the request
 //	baseline -role river -listen ADDR -postgres URL -schema S   River by hand (-execute=false: accept only)
+//	baseline -role receiver -listen ADDR                 a webhook receiver: POST /hooks/… answers 204
 //
 // Every role answers GET /healthz with 200, for the harness to wait on;
 // upstream and river also answer GET /executed with the operations they
 // executed so far, for the harness to wait until every accepted operation
 // is, and upstream GET /deferrable with the requests to /fast that came
 // marked deferrable (Asyncreply-Deferrable), for the harness to check that
-// the gateway's pass-through kept their bodies for the handshake. The process serves until SIGTERM or SIGINT.
+// the gateway's pass-through kept their bodies for the handshake. The
+// receiver verifies nothing and answers GET /received with the distinct
+// events it was sent, and GET /stats with those, the copies, and their
+// lags behind their operations' completion (benchutil.ReceiverStats, in
+// JSON). The process serves until SIGTERM or SIGINT.
 package main
 
 import (
@@ -54,7 +59,7 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	flags := flag.NewFlagSet("baseline", flag.ContinueOnError)
 	var (
-		role     = flags.String("role", "", "upstream, proxy, plain or river")
+		role     = flags.String("role", "", "upstream, proxy, plain, river or receiver")
 		listen   = flags.String("listen", "127.0.0.1:0", "`address` to listen on")
 		upstream = flags.String("upstream", "", "proxy: the `URL` to forward to")
 		answer   = flags.String("answer", "", "plain: a JSON `file` holding the answer to write (Status, Header, Body)")
@@ -79,8 +84,10 @@ func run(ctx context.Context, args []string) error {
 		h, err = plainAnswer(*answer)
 	case "river":
 		h, cleanUp, err = riverByHand(ctx, *postgres, *schema, *execute)
+	case "receiver":
+		h = receiver()
 	default:
-		err = fmt.Errorf("-role %q: want upstream, proxy, plain or river", *role)
+		err = fmt.Errorf("-role %q: want upstream, proxy, plain, river or receiver", *role)
 	}
 	if err != nil {
 		return err
@@ -212,4 +219,20 @@ func riverByHand(ctx context.Context, rawURL, schema string, execute bool) (http
 		h.Stop(stopCtx)
 		pool.Close()
 	}, nil
+}
+
+// receiver is a webhook receiver that verifies nothing, answering every
+// POST of an event under /hooks/ with 204, and serving what it received.
+func receiver() http.Handler {
+	r := benchutil.NewReceiver()
+	mux := http.NewServeMux()
+	mux.Handle("POST /hooks/", r)
+	mux.HandleFunc("GET /received", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, strconv.FormatInt(r.Received(), 10))
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(r.Stats())
+	})
+	return mux
 }
