@@ -65,8 +65,11 @@ alone.`,
 	g, err := gateway.New(gateway.Config{
 		Upstream: upstreamSrv.URL,
 		Async:    []gateway.Route{{Pattern: "GET /slow/{id}", Retention: briefRetention}},
-		Backend:  memory.New(memory.Config{Concurrency: gateway.DefaultConcurrency}),
-		Logger:   quiet,
+		// Unbounded: a closed loop of accepts outruns the default
+		// concurrency's replays, and a bounded queue would fill and answer
+		// 503s, measured as accepts.
+		Backend: memory.New(memory.Config{Concurrency: gateway.DefaultConcurrency, MaxQueued: -1, MaxQueuedBytes: -1}),
+		Logger:  quiet,
 	})
 	if err != nil {
 		return s, err

@@ -54,6 +54,9 @@ func adminHandler(gw *gateway.Gateway, token string) http.Handler {
 			query.Del("token")
 			target := *r.URL
 			target.RawQuery = query.Encode()
+			// A path of several leading slashes would make the Location a
+			// network-path reference to another host.
+			target.Path, target.RawPath = "/"+strings.TrimLeft(target.Path, "/\\"), ""
 			w.Header().Set("Referrer-Policy", "no-referrer")
 			w.Header().Set("Cache-Control", "no-store")
 			w.Header().Set("Location", target.RequestURI())
@@ -85,8 +88,11 @@ func adminCookieValue(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// equalSecret compares digests of the two, so that neither the time it
+// takes nor its result tells anything of want's length.
 func equalSecret(given, want string) bool {
-	return subtle.ConstantTimeCompare([]byte(given), []byte(want)) == 1
+	g, w := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
 // serveAdmin serves adminHandler on ln, when there is one, until the

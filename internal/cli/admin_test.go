@@ -136,6 +136,10 @@ func TestAdminTokenGuardsTheDashboard(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
 		t.Fatalf("GET /?token= = %d Location %q, want 303 to /", resp.StatusCode, resp.Header.Get("Location"))
 	}
+	// A path of leading slashes stays on this host.
+	if loc := do(http.MethodGet, "//evil.example/?token=s3cret").Header.Get("Location"); strings.HasPrefix(loc, "//") || !strings.HasPrefix(loc, "/") {
+		t.Errorf("GET //evil.example/?token= redirects to %q, want a path on this host", loc)
+	}
 	cookies := resp.Cookies()
 	if len(cookies) != 1 || cookies[0].Name != adminCookie || !cookies[0].HttpOnly ||
 		cookies[0].SameSite != http.SameSiteStrictMode || strings.Contains(cookies[0].Value, "s3cret") {
