@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/asyncreply/asyncreply/backend"
@@ -59,14 +60,18 @@ func (b *Backend) scheduleDeliveries(ctx context.Context, tx *sql.Tx, id string,
 	if err != nil || len(targets) == 0 {
 		return err
 	}
+	jobs := make([]river.InsertManyParams, len(targets))
 	for i, target := range targets {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO asyncreply_delivery (operation_id, position, target, status)
 			VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`, id, i, target, string(status)); err != nil {
 			return translate(fmt.Errorf("sqlite: scheduling a delivery: %w", err))
 		}
-		if _, err := b.river.InsertTx(ctx, tx, riverjob.DeliveryArgs{OperationID: id, Target: target}, nil); err != nil {
-			return translate(fmt.Errorf("sqlite: scheduling a delivery: %w", err))
-		}
+		jobs[i] = river.InsertManyParams{Args: riverjob.DeliveryArgs{OperationID: id, Target: target}}
+	}
+	// One statement for the jobs of every target: River's insert is the
+	// costliest statement of a completion, on the connection accepts wait for.
+	if _, err := b.river.InsertManyTx(ctx, tx, jobs); err != nil {
+		return translate(fmt.Errorf("sqlite: scheduling the deliveries: %w", err))
 	}
 	return nil
 }
