@@ -135,18 +135,7 @@ func allowMethods(w http.ResponseWriter, r *http.Request, methods ...string) boo
 // serveAdminList answers GET /api/operations: every owner's operations,
 // newest first, with the parameters of the caller's own list.
 func (m *Middleware) serveAdminList(w http.ResponseWriter, r *http.Request) {
-	if m.lister == nil {
-		writeProblem(w, http.StatusNotImplemented, "Listing not supported", "This server's backend does not list operations.")
-		return
-	}
-	q, err := listQuery(r)
-	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "Bad list query", err.Error())
-		return
-	}
-	now := m.cfg.now()
-	q.AnyOwner, q.Now = true, now
-	page, ok := m.listOrAnswer(w, r, q)
+	q, page, ok := m.listOrAnswer(w, r, backend.ListQuery{AnyOwner: true})
 	if !ok {
 		return
 	}
@@ -155,35 +144,16 @@ func (m *Middleware) serveAdminList(w http.ResponseWriter, r *http.Request) {
 		NextPageToken string           `json:"nextPageToken,omitempty"`
 	}{Operations: make([]adminOperation, len(page.Operations)), NextPageToken: page.NextPageToken}
 	for i, op := range page.Operations {
-		list.Operations[i] = newAdminOperation(op, now)
+		list.Operations[i] = newAdminOperation(op, q.Now)
 	}
 	writeAdminJSON(w, r, http.StatusOK, list)
-}
-
-// adminLookup returns the operation id, whoever owns it, or answers 404
-// (or 503) itself: canceled and expired operations are gone here too.
-func (m *Middleware) adminLookup(ctx context.Context, w http.ResponseWriter, id string) (*backend.Operation, bool) {
-	op, err := m.cfg.Backend.Get(ctx, id)
-	switch {
-	case errors.Is(err, backend.ErrNotFound):
-		writeNotFound(w)
-		return nil, false
-	case err != nil:
-		m.cfg.Logger.Error("asyncreply: reading an operation for the dashboard failed", "operation", id, "error", err)
-		writeUnavailable(w, m.retryAfter)
-		return nil, false
-	case op.Status == backend.Canceled || op.Expired(m.cfg.now()):
-		writeNotFound(w)
-		return nil, false
-	}
-	return op, true
 }
 
 // serveAdminCancel answers POST /api/operations/{id}/cancel.
 func (m *Middleware) serveAdminCancel(w http.ResponseWriter, r *http.Request, id string) {
 	ctx, cancel := storeContext(r.Context())
 	defer cancel()
-	if _, ok := m.adminLookup(ctx, w, id); !ok {
+	if _, ok := m.getLive(ctx, w, id); !ok {
 		return
 	}
 	err := m.cfg.Backend.Cancel(ctx, id, m.cfg.now())
@@ -212,7 +182,7 @@ func (m *Middleware) serveAdminRerun(w http.ResponseWriter, r *http.Request, id 
 	}
 	ctx, cancel := storeContext(r.Context())
 	defer cancel()
-	op, ok := m.adminLookup(ctx, w, id)
+	op, ok := m.getLive(ctx, w, id)
 	if !ok {
 		return
 	}

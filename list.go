@@ -37,17 +37,7 @@ func (m *Middleware) serveList(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, "Not Found", "The request's credentials do not identify whose operations to list.")
 		return
 	}
-	if m.lister == nil {
-		writeProblem(w, http.StatusNotImplemented, "Listing not supported", "This server's backend does not list operations.")
-		return
-	}
-	q, err := listQuery(r)
-	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "Bad list query", err.Error())
-		return
-	}
-	q.Owner, q.Now = owner, m.cfg.now()
-	page, ok := m.listOrAnswer(w, r, q)
+	q, page, ok := m.listOrAnswer(w, r, backend.ListQuery{Owner: owner})
 	if !ok {
 		return
 	}
@@ -72,10 +62,22 @@ func (m *Middleware) serveList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, r, http.StatusOK, body)
 }
 
-// listOrAnswer returns the page q selects, or answers the request itself
-// when there is none: 400 for a page token of another query, 503 when the
-// store cannot be read.
-func (m *Middleware) listOrAnswer(w http.ResponseWriter, r *http.Request, q backend.ListQuery) (backend.ListPage, bool) {
+// listOrAnswer lists what r's query parameters select within scope (its
+// Owner, or AnyOwner), and returns the query with the page, or answers the
+// request itself when there is none: 501 without a backend that lists,
+// 400 for a bad query or a page token of another query, 503 when the store
+// cannot be read.
+func (m *Middleware) listOrAnswer(w http.ResponseWriter, r *http.Request, scope backend.ListQuery) (backend.ListQuery, backend.ListPage, bool) {
+	if m.lister == nil {
+		writeProblem(w, http.StatusNotImplemented, "Listing not supported", "This server's backend does not list operations.")
+		return scope, backend.ListPage{}, false
+	}
+	q, err := listQuery(r)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "Bad list query", err.Error())
+		return q, backend.ListPage{}, false
+	}
+	q.Owner, q.AnyOwner, q.Now = scope.Owner, scope.AnyOwner, m.cfg.now()
 	ctx, cancel := storeContext(r.Context())
 	defer cancel()
 	page, err := m.lister.List(ctx, q)
@@ -83,13 +85,13 @@ func (m *Middleware) listOrAnswer(w http.ResponseWriter, r *http.Request, q back
 	case errors.Is(err, backend.ErrBadPageToken):
 		writeProblem(w, http.StatusBadRequest, "Bad page token",
 			"The pageToken is not one this list returned for the same query. Start again without it.")
-		return page, false
+		return q, page, false
 	case err != nil:
 		m.cfg.Logger.Error("asyncreply: listing operations failed", "any_owner", q.AnyOwner, "error", err)
 		writeUnavailable(w, m.retryAfter)
-		return page, false
+		return q, page, false
 	}
-	return page, true
+	return q, page, true
 }
 
 // listQuery reads a list request's query parameters; the error says what

@@ -242,6 +242,20 @@ func storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
 func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, id string) (*backend.Operation, bool) {
 	ctx, cancel := storeContext(r.Context())
 	defer cancel()
+	op, ok := m.getLive(ctx, w, id)
+	if !ok {
+		return nil, false
+	}
+	if !m.ownedBy(r, op) {
+		writeNotFound(w)
+		return nil, false
+	}
+	return op, true
+}
+
+// getLive returns the operation id, whoever owns it, or answers 404 (or
+// 503) itself: an operation canceled or expired is gone.
+func (m *Middleware) getLive(ctx context.Context, w http.ResponseWriter, id string) (*backend.Operation, bool) {
 	op, err := m.cfg.Backend.Get(ctx, id)
 	switch {
 	case errors.Is(err, backend.ErrNotFound):
@@ -251,20 +265,16 @@ func (m *Middleware) lookup(w http.ResponseWriter, r *http.Request, id string) (
 		m.cfg.Logger.Error("asyncreply: reading an operation failed", "operation", id, "error", err)
 		writeUnavailable(w, m.retryAfter)
 		return nil, false
-	}
-	if !m.visible(r, op) {
+	case op.Status == backend.Canceled || op.Expired(m.cfg.now()):
 		writeNotFound(w)
 		return nil, false
 	}
 	return op, true
 }
 
-// visible reports whether op exists for the requester: not expired, not
-// canceled, and owned by the same principal.
-func (m *Middleware) visible(r *http.Request, op *backend.Operation) bool {
-	if op.Status == backend.Canceled || op.Expired(m.cfg.now()) {
-		return false
-	}
+// ownedBy reports whether the requester is op's owner: anyone without
+// Config.Owner, the same principal with it.
+func (m *Middleware) ownedBy(r *http.Request, op *backend.Operation) bool {
 	if m.cfg.Owner == nil {
 		return true
 	}

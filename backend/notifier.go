@@ -79,3 +79,28 @@ type DeliveryResult struct {
 	// At is when the attempt ended.
 	At time.Time
 }
+
+// Apply records an attempt's result in d (a zero At taken as now) and
+// reports whether another attempt is due after result.RetryAfter.
+func (d *Delivery) Apply(result DeliveryResult) (retry bool) {
+	at := result.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	d.Attempts++
+	d.LastStatus = result.Status
+	d.LastAttemptAt = at
+	switch {
+	case result.Err == nil:
+		d.LastError = ""
+		d.DeliveredAt = at
+		return false
+	case result.RetryAfter > 0:
+		d.LastError = result.Err.Error()
+		return true
+	default:
+		d.LastError = result.Err.Error()
+		d.GaveUpAt = at
+		return false
+	}
+}

@@ -141,39 +141,22 @@ func (b *Backend) runDeliveries(ctx context.Context) {
 // record stores an attempt's result in d, and schedules the next attempt
 // when it asks for one. Called with b.mu held.
 func (b *Backend) record(d *backend.Delivery, result backend.DeliveryResult) {
-	at := result.At
-	if at.IsZero() {
-		at = time.Now()
+	if !d.Apply(result) || b.outbox.stopped {
+		return
 	}
-	d.Attempts++
-	d.LastStatus = result.Status
-	d.LastAttemptAt = at
-	switch {
-	case result.Err == nil:
-		d.LastError = ""
-		d.DeliveredAt = at
-	case result.RetryAfter > 0:
-		d.LastError = result.Err.Error()
-		if b.outbox.stopped {
-			return
+	var timer *time.Timer
+	timer = time.AfterFunc(result.RetryAfter, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if _, pending := b.outbox.retries[timer]; pending {
+			delete(b.outbox.retries, timer)
+			b.makeDue(d)
 		}
-		var timer *time.Timer
-		timer = time.AfterFunc(result.RetryAfter, func() {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if _, pending := b.outbox.retries[timer]; pending {
-				delete(b.outbox.retries, timer)
-				b.makeDue(d)
-			}
-		})
-		if b.outbox.retries == nil {
-			b.outbox.retries = make(map[*time.Timer]struct{})
-		}
-		b.outbox.retries[timer] = struct{}{}
-	default:
-		d.LastError = result.Err.Error()
-		d.GaveUpAt = at
+	})
+	if b.outbox.retries == nil {
+		b.outbox.retries = make(map[*time.Timer]struct{})
 	}
+	b.outbox.retries[timer] = struct{}{}
 }
 
 // deliverSafely keeps a panicking DeliverFunc from taking the process down.

@@ -21,13 +21,7 @@ var _ backend.Notifier = (*Backend)(nil)
 // a queue of their own, enqueued in the transaction that makes their
 // operation done; a failed attempt snoozes its job until the next.
 func (b *Backend) DeliverWith(deliver backend.DeliverFunc) error {
-	if deliver == nil {
-		return errors.New("sqlite: DeliverWith needs a DeliverFunc")
-	}
-	if b.deliveries.SetDeliverFunc(deliver) {
-		return errors.New("sqlite: DeliverWith called twice")
-	}
-	if err := riverjob.AddDeliveryQueue(b.river.Queues()); err != nil {
+	if err := b.deliveries.DeliverWith(deliver, b.river.Queues()); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	return nil

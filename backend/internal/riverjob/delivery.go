@@ -1,7 +1,9 @@
 package riverjob
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -57,7 +59,7 @@ type DeliveryStore struct {
 
 // DeliveryWorker makes deliveries for River. Create it with
 // NewDeliveryWorker, give it to NewClient in ClientConfig.Deliveries, and
-// set its DeliverFunc before the client starts.
+// call its DeliverWith before the client starts.
 type DeliveryWorker struct {
 	river.WorkerDefaults[DeliveryArgs]
 
@@ -66,29 +68,25 @@ type DeliveryWorker struct {
 	deliver backend.DeliverFunc
 }
 
-// AddDeliveryQueue makes the client of a process that delivers fetch
-// delivery jobs, with DefaultDeliveryConcurrency workers. Only such a
-// process polls the queue: the others, which could not deliver, leave the
-// jobs, and the store, alone.
-func AddDeliveryQueue(queues *river.QueueBundle) error {
-	return queues.Add(DeliveryQueue, river.QueueConfig{MaxWorkers: DefaultDeliveryConcurrency})
-}
-
 // NewDeliveryWorker returns a worker on store.
 func NewDeliveryWorker(store DeliveryStore) *DeliveryWorker {
 	return &DeliveryWorker{store: store}
 }
 
-// SetDeliverFunc sets the function that makes attempts; it reports whether
-// one was set already.
-func (w *DeliveryWorker) SetDeliverFunc(deliver backend.DeliverFunc) (already bool) {
+// DeliverWith sets the function that makes attempts and adds
+// DeliveryQueue to queues, so that the client starts fetching deliveries;
+// a backend's Notifier.DeliverWith.
+func (w *DeliveryWorker) DeliverWith(deliver backend.DeliverFunc, queues *river.QueueBundle) error {
+	if deliver == nil {
+		return errors.New("DeliverWith needs a DeliverFunc")
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.deliver != nil {
-		return true
+		return errors.New("DeliverWith called twice")
 	}
 	w.deliver = deliver
-	return false
+	return queues.Add(DeliveryQueue, river.QueueConfig{MaxWorkers: DefaultDeliveryConcurrency})
 }
 
 // Work implements river.Worker: one attempt, recorded, and a snooze until
@@ -108,7 +106,9 @@ func (w *DeliveryWorker) Work(ctx context.Context, job *river.Job[DeliveryArgs])
 		return nil // swept, or finished by an earlier job (a rescued one)
 	}
 	result := deliver(ctx, *d)
-	retry := ApplyAttempt(d, result)
+	// The stores keep microseconds.
+	result.At = cmp.Or(result.At, time.Now()).Truncate(time.Microsecond)
+	retry := d.Apply(result)
 	if err := w.store.Record(context.WithoutCancel(ctx), d); err != nil {
 		return err
 	}
@@ -116,30 +116,4 @@ func (w *DeliveryWorker) Work(ctx context.Context, job *river.Job[DeliveryArgs])
 		return river.JobSnooze(result.RetryAfter)
 	}
 	return nil
-}
-
-// ApplyAttempt updates d with an attempt's result and reports whether
-// another attempt is due after result.RetryAfter.
-func ApplyAttempt(d *backend.Delivery, result backend.DeliveryResult) (retry bool) {
-	at := result.At
-	if at.IsZero() {
-		at = time.Now()
-	}
-	at = at.Truncate(time.Microsecond)
-	d.Attempts++
-	d.LastStatus = result.Status
-	d.LastAttemptAt = at
-	switch {
-	case result.Err == nil:
-		d.LastError = ""
-		d.DeliveredAt = at
-		return false
-	case result.RetryAfter > 0:
-		d.LastError = result.Err.Error()
-		return true
-	default:
-		d.LastError = result.Err.Error()
-		d.GaveUpAt = at
-		return false
-	}
 }

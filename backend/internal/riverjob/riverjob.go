@@ -163,7 +163,7 @@ type ClientConfig struct {
 	FetchCooldown, FetchPollInterval time.Duration
 
 	// Deliveries, when set, is registered to make deliveries, in
-	// DeliveryQueue once AddDeliveryQueue adds it.
+	// DeliveryQueue once DeliveryWorker.DeliverWith adds it.
 	Deliveries *DeliveryWorker
 }
 
