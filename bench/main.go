@@ -130,28 +130,10 @@ func mainErr(args []string) error {
 	opts.cpuProfile = *profile
 	opts.scenarios = strings.Split(*names, ",")
 
-	path := *out
-	if *smoke && !set["out"] {
-		f, err := os.CreateTemp("", "asyncreply-bench-*.md")
-		if err != nil {
-			return err
-		}
-		f.Close()
-		path = f.Name()
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	started := time.Now()
-	_, generated, err := run(ctx, opts, "go run ./bench "+strings.Join(args, " "), os.Stderr)
-	if err != nil {
-		return err
-	}
-	if err := writeResults(path, generated); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "bench: wrote %s in %v\n", path, time.Since(started).Round(time.Second))
-	return nil
+	return runAndWrite(*out, *smoke && !set["out"], func(ctx context.Context) ([]byte, error) {
+		_, generated, err := run(ctx, opts, "go run ./bench "+strings.Join(args, " "), os.Stderr)
+		return generated, err
+	}, writeResults)
 }
 
 // mainOutproc is main in the out-of-process mode; set holds the flags
@@ -173,27 +155,10 @@ func mainOutproc(args []string, set map[string]bool, smoke bool, out, names stri
 	if set["scenarios"] {
 		scenarios = strings.Split(names, ",")
 	}
-	path := out
-	if smoke && !set["out"] {
-		f, err := os.CreateTemp("", "asyncreply-bench-*.md")
-		if err != nil {
-			return err
-		}
-		f.Close()
-		path = f.Name()
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	started := time.Now()
-	_, generated, err := runOutproc(ctx, opts, scenarios, "go run ./bench "+strings.Join(args, " "), os.Stderr)
-	if err != nil {
-		return err
-	}
-	if err := writeOutResults(path, generated); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "bench: wrote %s in %v\n", path, time.Since(started).Round(time.Second))
-	return nil
+	return runAndWrite(out, smoke && !set["out"], func(ctx context.Context) ([]byte, error) {
+		_, generated, err := runOutproc(ctx, opts, scenarios, "go run ./bench "+strings.Join(args, " "), os.Stderr)
+		return generated, err
+	}, writeOutResults)
 }
 
 // run runs the scenarios opts names and returns their sections and the
@@ -233,4 +198,32 @@ func run(ctx context.Context, opts options, command string, progress io.Writer) 
 	}
 	generated := results(sections, machine(ctx, e), strings.TrimSpace(command), opts.rounds, started, time.Since(started))
 	return sections, generated, e.close()
+}
+
+// runAndWrite runs one mode's scenarios until they end or the process is
+// interrupted, and writes their part of the results file with write: out,
+// or a temporary file of its own when temporary is set (a smoke run that
+// names none).
+func runAndWrite(out string, temporary bool, run func(context.Context) ([]byte, error), write func(path string, generated []byte) error) error {
+	path := out
+	if temporary {
+		f, err := os.CreateTemp("", "asyncreply-bench-*.md")
+		if err != nil {
+			return err
+		}
+		f.Close()
+		path = f.Name()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	started := time.Now()
+	generated, err := run(ctx)
+	if err != nil {
+		return err
+	}
+	if err := write(path, generated); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: wrote %s in %v\n", path, time.Since(started).Round(time.Second))
+	return nil
 }
